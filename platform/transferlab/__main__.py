@@ -1,0 +1,5 @@
+"""`python -m transferlab` runs the CLI."""
+
+from .cli import main
+
+main()

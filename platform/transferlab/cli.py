@@ -1,0 +1,105 @@
+"""The `transferlab` command line: a thin layer over the library."""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.columns import Columns
+from rich.console import Console
+from rich.table import Table
+
+from . import policies as parse_policies
+from . import source as parse_source
+from .components import signature
+from .errors import TransferlabError
+from .plugins import get_registry
+from .policies import make_manifest
+
+console = Console()
+
+
+class CLI(click.Group):
+    """Click group that turns user errors into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TransferlabError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=CLI)
+@click.version_option(package_name="transferlab")
+def cli():
+    """transferlab: pretrain on subsets of a labelled source, measure how features transfer."""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins(as_json: bool):
+    """List every registered component: kind, name, plugin, parameters."""
+    rows = [
+        {"kind": e.kind, "name": e.name, "plugin": e.plugin, "signature": signature(e.cls),
+         "doc": (e.cls.__doc__ or "").strip().splitlines()[0] if e.cls.__doc__ else ""}
+        for e in get_registry().entries()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    table = Table("kind", "name", "plugin", "parameters", "description")
+    for r in rows:
+        table.add_row(r["kind"], r["name"], r["plugin"], r["signature"], r["doc"])
+    console.print(table)
+
+
+@cli.command()
+@click.option("--source", "source_spec", default="synthetic", show_default=True, help="Source spec, e.g. synthetic or image_folder(root='data').")
+@click.option("--policy", "policy_spec", default="all", show_default=True, help="Policy chain, e.g. \"random_classes(k=10) | images_per_class(n=25)\".")
+@click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
+@click.option("--save", type=click.Path(file_okay=False, path_type=Path), help="Also write manifest.json and manifest.npz here.")
+def subset(source_spec: str, policy_spec: str, seed: int, as_json: bool, save: Path | None):
+    """Apply a policy chain to a source's training split: class count, per-class counts, digest."""
+    chain = parse_policies(policy_spec)
+    src = parse_source(source_spec)
+    manifest = make_manifest(src, chain, seed)
+    if save:
+        manifest.save(save)
+    summary = manifest.summary()
+    if as_json:
+        click.echo(json.dumps(summary | {"skipped_files": list(src.index.skipped)}, indent=1))
+        return
+    counts = manifest.class_counts()
+    console.print(f"[bold]source[/] {summary['source']}\n[bold]policy[/] {summary['policy']}   [bold]seed[/] {seed}")
+    console.print(f"[bold]{summary['num_classes']}[/] classes, [bold]{summary['num_samples']}[/] training images "
+                  f"(per class min {counts.min()}, median {int(sorted(counts)[len(counts) // 2])}, max {counts.max()})")
+    console.print(Columns([f"{c['name']}: {c['count']}" for c in summary["classes"]], equal=True))
+    if src.index.skipped:
+        console.print(f"[yellow]skipped {len(src.index.skipped)} unreadable files:[/] {', '.join(src.index.skipped[:10])}")
+    console.print(f"[bold]digest[/] {summary['digest']}")
+
+
+@cli.command()
+@click.argument("source_spec", default="synthetic")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="PNG to write (default: <source>-classes.png).")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--size", default=64, show_default=True, help="Tile size in pixels.")
+def show(source_spec: str, out: Path | None, split: str, size: int):
+    """Write a contact sheet: one image per class, labelled."""
+    from .contact_sheet import contact_sheet
+
+    src = parse_source(source_spec)
+    out = out or Path(f"{src.name}-classes.png")
+    contact_sheet(src, out, split=split, tile=size)
+    click.echo(f"wrote {out} ({src.index.num_classes} classes)")
+
+
+def main():
+    """Console-script entry point."""
+    cli(prog_name="transferlab")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Errors a user can act on: the CLI prints them without a traceback and exits with code 2."""
+
+
+class TransferlabError(Exception):
+    """Base of every error caused by input the user can fix."""
+
+
+class SpecError(TransferlabError):
+    """A spec string or component parameter is malformed, unknown or of the wrong type."""
+
+
+class PluginError(TransferlabError):
+    """Plugins could not be loaded or registered consistently."""
+
+
+class DataError(TransferlabError):
+    """A source's files are missing, unreadable or inconsistent."""
+
+
+class PolicyError(TransferlabError):
+    """A subset policy cannot be applied to the data it was given."""

@@ -1,0 +1,31 @@
+"""The plugin contract: every hook receives a `register` callback that takes a component class."""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("transferlab")
+hookimpl = pluggy.HookimplMarker("transferlab")
+
+
+@hookspec
+def register_sources(register):
+    """Register datasets usable as pretraining source or transfer target."""
+
+
+@hookspec
+def register_policies(register):
+    """Register subset policies."""
+
+
+@hookspec
+def register_backbones(register):
+    """Register backbone builders."""
+
+
+@hookspec
+def register_tasks(register):
+    """Register transfer tasks."""
+
+
+@hookspec
+def register_studies(register):
+    """Register named study grids."""

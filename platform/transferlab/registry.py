@@ -1,0 +1,82 @@
+"""The registry of components by kind and name, filled by plugin hooks."""
+
+import dataclasses
+import difflib
+from collections.abc import Iterator
+
+from .components import Component, signature
+from .errors import PluginError, SpecError
+from .specs import Call, parse_chain, parse_one
+
+KIND_HOOKS = {
+    "source": "register_sources",
+    "policy": "register_policies",
+    "backbone": "register_backbones",
+    "task": "register_tasks",
+    "study": "register_studies",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A registered component class and the plugin that registered it."""
+
+    kind: str
+    name: str
+    cls: type[Component]
+    plugin: str
+
+
+class Registry:
+    """Component classes by kind and name; the single place spec strings become objects."""
+
+    def __init__(self):
+        self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KIND_HOOKS}
+
+    def add(self, kind: str, cls: type, plugin: str) -> None:
+        """Register `cls` under its `name`; a name taken by another plugin is an error naming both."""
+        if not (isinstance(cls, type) and issubclass(cls, Component) and dataclasses.is_dataclass(cls)):
+            raise PluginError(f"plugin '{plugin}' registered {cls!r} as a {kind}, but it is not a Component dataclass")
+        if cls.kind != kind:
+            raise PluginError(f"plugin '{plugin}' registered {cls.__name__} (a {cls.kind or 'component without kind'}) as a {kind}")
+        if not cls.name.isidentifier():
+            raise PluginError(f"plugin '{plugin}' registered {kind} {cls.__name__} with invalid name {cls.name!r}")
+        taken = self._entries[kind].get(cls.name)
+        if taken is not None and taken.cls is not cls:
+            raise PluginError(f"{kind} '{cls.name}' is registered by two plugins: '{taken.plugin}' ({taken.cls.__module__}.{taken.cls.__qualname__}) and '{plugin}' ({cls.__module__}.{cls.__qualname__})")
+        self._entries[kind][cls.name] = Entry(kind, cls.name, cls, plugin)
+
+    def entries(self, kind: str | None = None) -> Iterator[Entry]:
+        """Registered entries, by kind then name."""
+        for k in [kind] if kind else KIND_HOOKS:
+            yield from sorted(self._entries[k].values(), key=lambda e: e.name)
+
+    def get(self, kind: str, name: str) -> type[Component]:
+        """The class registered as `name`, or a SpecError naming the closest registered names."""
+        entries = self._entries[kind]
+        if name in entries:
+            return entries[name].cls
+        close = difflib.get_close_matches(name, entries, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise SpecError(f"unknown {kind} '{name}': {hint}registered {kind}s: {', '.join(sorted(entries)) or 'none'}")
+
+    def build(self, kind: str, call: Call) -> Component:
+        """Instantiate a parsed call; positional values fill fields in declaration order."""
+        cls = self.get(kind, call.name)
+        names = [f.name for f in dataclasses.fields(cls)]
+        if len(call.args) > len(names):
+            raise SpecError(f"{kind} '{cls.name}' takes {len(names)} parameters, got {len(call.args)} positional; expected {signature(cls)}")
+        params = dict(zip(names, call.args))
+        for key, value in call.kwargs:
+            if key in params:
+                raise SpecError(f"{kind} '{cls.name}': parameter '{key}' given twice; expected {signature(cls)}")
+            params[key] = value
+        return cls.from_params(params)
+
+    def parse(self, kind: str, text: str) -> Component:
+        """One component of `kind` from a spec string."""
+        return self.build(kind, parse_one(text))
+
+    def parse_chain(self, kind: str, text: str) -> list[Component]:
+        """Components of `kind` from a `|` chain."""
+        return [self.build(kind, call) for call in parse_chain(text)]

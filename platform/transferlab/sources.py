@@ -1,0 +1,45 @@
+"""Sources: the Source base class (index, class tree, fingerprint, pixels)."""
+
+import dataclasses
+import hashlib
+from functools import cached_property
+
+import numpy as np
+
+from .class_tree import ClassTree
+from .components import Component
+from .data_index import DataIndex
+
+
+@dataclasses.dataclass(frozen=True)
+class Source(Component):
+    """A labelled image collection; subclasses build the index and read pixels."""
+
+    kind = "source"
+
+    def build_index(self) -> DataIndex:
+        """Enumerate samples (cached by the caller)."""
+        raise NotImplementedError(f"source {self.name} does not implement build_index()")
+
+    def build_tree(self) -> ClassTree:
+        """The class hierarchy; flat unless the source knows better."""
+        return ClassTree.flat(self.index.classes, self.index.class_names, root=self.name)
+
+    def load(self, samples: np.ndarray, size: int | None = None) -> np.ndarray:
+        """Pixels of the given samples as uint8 [n, H, W, 3]; `size` resizes to size×size (shorter side, centre crop)."""
+        raise NotImplementedError(f"source {self.name} does not implement load()")
+
+    @cached_property
+    def index(self) -> DataIndex:
+        """The sample index, built once per object."""
+        return self.build_index()
+
+    @cached_property
+    def tree(self) -> ClassTree:
+        """The class tree, built once per object."""
+        return self.build_tree()
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Identity of the data: spec plus index contents."""
+        return hashlib.sha256(f"{self.spec()}\x00{self.index.fingerprint()}".encode()).hexdigest()
