@@ -58,7 +58,7 @@ class Registry:
             return entries[name].cls
         close = difflib.get_close_matches(name, entries, n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise SpecError(f"unknown {kind} '{name}': {hint}registered {kind}s: {', '.join(sorted(entries)) or 'none'}")
+        raise SpecError(f"unknown {kind} '{name}': {hint}registered: {', '.join(sorted(entries)) or 'none'}")
 
     def build(self, kind: str, call: Call) -> Component:
         """Instantiate a parsed call; positional values fill fields in declaration order."""

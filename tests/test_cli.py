@@ -1,0 +1,71 @@
+"""The command line: outputs, JSON, and user errors as one line with exit code 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from transferlab.cli import cli
+
+SOURCE = "synthetic(train=12, val=2, test=2)"
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_plugins_lists_every_kind_with_parameters():
+    out = invoke("plugins")
+    assert out.exit_code == 0
+    assert "images_per_class" in out.output and "synthetic" in out.output and "transferlab_subsets" in out.output
+    rows = json.loads(invoke("plugins", "--json").output)
+    sig = {r["name"]: r["signature"] for r in rows}
+    assert sig["images_per_class"] == "images_per_class(n: int, take: 'exact'|'available' = 'exact')"
+
+
+def test_subset_prints_counts_and_digest(tmp_path):
+    out = invoke("subset", "--source", SOURCE, "--policy", "random_classes(k=5) | images_per_class(n=4)", "--seed", "3", "--save", str(tmp_path / "m"))
+    assert out.exit_code == 0, out.output
+    data = json.loads(invoke("subset", "--source", SOURCE, "--policy", "random_classes(k=5) | images_per_class(n=4)", "--seed", "3", "--json").output)
+    assert data["num_classes"] == 5 and data["num_samples"] == 20
+    assert [c["count"] for c in data["classes"]] == [4] * 5
+    assert data["digest"] in out.output and "5 classes, 20 training images" in out.output
+    assert json.loads((tmp_path / "m" / "manifest.json").read_text())["digest"] == data["digest"]
+    other_seed = json.loads(invoke("subset", "--source", SOURCE, "--policy", "random_classes(k=5) | images_per_class(n=4)", "--json").output)
+    assert other_seed["digest"] != data["digest"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--policy", "images_per_clas(n=3)"], "did you mean 'images_per_class'"),
+    (["--policy", "images_per_class(n=3"], "malformed spec"),
+    (["--policy", "images_per_class(count=3)"], "has no parameter 'count'"),
+    (["--policy", "images_per_class"], "is missing 'n'"),
+    (["--policy", "images_per_class(n='many')"], "parameter 'n' expects int"),
+    (["--policy", "images_per_class(n=1000)"], "asks for 1000 images per class"),
+    (["--source", "synthtic"], "did you mean 'synthetic'"),
+])
+def test_user_errors_exit_2_without_traceback(args, message):
+    if "--source" not in args:
+        args = ["--source", SOURCE, *args]
+    out = CliRunner().invoke(cli, ["subset", *args])
+    assert out.exit_code == 2
+    assert message in out.stderr and out.stdout == ""
+    assert "Traceback" not in out.output
+
+
+def test_spec_errors_come_before_any_data_work(monkeypatch):
+    from transferlab_sources.synthetic import Synthetic
+
+    monkeypatch.setattr(Synthetic, "build_index", lambda self: pytest.fail("data was touched"))
+    out = invoke("subset", "--source", SOURCE, "--policy", "images_per_class(n=1) | nope")
+    assert out.exit_code == 2 and "unknown policy 'nope'" in out.stderr
+
+
+def test_module_and_console_script_both_run():
+    module = subprocess.run([sys.executable, "-m", "transferlab", "--help"], capture_output=True, text=True, timeout=60)
+    script = subprocess.run([str(Path(sys.executable).with_name("transferlab")), "--version"], capture_output=True, text=True, timeout=60)
+    assert module.returncode == 0 and "subset" in module.stdout
+    assert script.returncode == 0 and "version" in script.stdout
