@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from transferlab.cli import cli
 
 SOURCE = "synthetic(train=12, val=2, test=2)"

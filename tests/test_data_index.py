@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 from conftest import make_index
-
 from transferlab import ClassTree, DataError, DataIndex
 
 
@@ -55,10 +54,10 @@ def test_index_of_imagenet_size_is_small():
 def test_tree_from_paths_has_levels_and_subtrees():
     tree = ClassTree.from_paths([("animal", "cat"), ("animal", "dog"), ("vehicle", "car"), ("vehicle", "boat", "canoe")])
     assert tree.num_classes == 4 and tree.height == 3
-    assert tree.nodes[0] == "root" and tree.names[tree.node("vehicle/boat/canoe")] == "canoe"
+    assert tree.nodes[0] == "/" and tree.names[0] == "root" and tree.names[tree.node("vehicle/boat/canoe")] == "canoe"
     assert tree.classes_under(tree.node("animal")).tolist() == [0, 1]
     assert tree.classes_under(tree.node("vehicle")).tolist() == [2, 3]
-    assert [tree.nodes[a] for a in tree.ancestors(int(tree.class_nodes[3]))] == ["vehicle/boat", "vehicle", "root"]
+    assert [tree.nodes[a] for a in tree.ancestors(int(tree.class_nodes[3]))] == ["vehicle/boat", "vehicle", "/"]
     assert tree.depths[tree.class_nodes].tolist() == [2, 2, 2, 3]
 
 
@@ -69,7 +68,9 @@ def test_tree_from_parents_and_coarse_labels():
     assert coarse.classes_under(coarse.node("coarse/fruit")).tolist() == [0, 1]
     assert coarse.names[coarse.node("coarse/vehicle")] == "vehicle"
     flat = ClassTree.flat(["a", "b"], root="src")
-    assert flat.height == 1 and flat.nodes == ("src", "a", "b")
+    assert flat.height == 1 and flat.nodes == ("/", "a", "b") and flat.names[0] == "src"
+    clash = ClassTree.from_paths([("root", "a"), ("/x",)])  # folder names never collide with the root id
+    assert clash.num_classes == 2 and clash.height == 2
 
 
 def test_tree_rejects_inner_classes_and_cycles():

@@ -8,7 +8,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from transferlab import PluginError, plugins
 from transferlab.hookspecs import hookimpl
 from transferlab.registry import Registry

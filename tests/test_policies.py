@@ -7,8 +7,15 @@ import pytest
 from conftest import make_index
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from transferlab import Manifest, PolicyError, Source, SpecError, get_registry, make_manifest, policies
+from transferlab import (
+    Manifest,
+    PolicyError,
+    Source,
+    SpecError,
+    get_registry,
+    make_manifest,
+    policies,
+)
 from transferlab.data_index import DataIndex
 
 COUNTS = [30, 25, 40, 12, 30, 30, 18, 50, 30, 22]

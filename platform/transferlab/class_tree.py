@@ -10,6 +10,8 @@ import numpy as np
 
 from .errors import DataError
 
+ROOT = "/"  # root id of trees built from paths or flat lists: never a relative path or a folder name
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ClassTree:
@@ -41,8 +43,8 @@ class ClassTree:
 
     @classmethod
     def flat(cls, classes: Sequence[str], names: Sequence[str] | None = None, root: str = "root") -> "ClassTree":
-        """Root with every class as a direct child."""
-        return cls.from_parents({c: root for c in classes}, classes, dict(zip(classes, names or classes)))
+        """Every class a direct child of the root (id ROOT, named `root`)."""
+        return cls.from_parents({c: ROOT for c in classes}, classes, dict(zip(classes, names or classes)) | {ROOT: root})
 
     @classmethod
     def from_parents(cls, parents: Mapping[str, str | None], classes: Sequence[str], names: Mapping[str, str] | None = None) -> "ClassTree":
@@ -76,12 +78,12 @@ class ClassTree:
 
     @classmethod
     def from_paths(cls, paths: Sequence[Sequence[str]], root: str = "root") -> "ClassTree":
-        """Build from one path of names per class (e.g. nested folders); node ids join the path with '/'."""
-        parents, names, classes = {}, {}, []
+        """Build from one path of names per class (e.g. nested folders); node ids join the path with '/', the root is ROOT."""
+        parents, names, classes = {}, {ROOT: root}, []
         for parts in paths:
             ids = ["/".join(parts[: i + 1]) for i in range(len(parts))]
             for i, node in enumerate(ids):
-                parents[node] = ids[i - 1] if i else root
+                parents[node] = ids[i - 1] if i else ROOT
                 names[node] = parts[i]
             classes.append(ids[-1])
         return cls.from_parents(parents, classes, names)
@@ -89,9 +91,9 @@ class ClassTree:
     @classmethod
     def from_coarse_labels(cls, classes: Sequence[str], coarse_of_class: Sequence[int], coarse_names: Sequence[str], names: Sequence[str] | None = None) -> "ClassTree":
         """Two levels: each class under its coarse label (e.g. CIFAR-100's 20 superclasses)."""
-        parents = {f"coarse/{c}": "root" for c in coarse_names}
+        parents = {f"coarse/{c}": ROOT for c in coarse_names}
         parents.update({c: f"coarse/{coarse_names[k]}" for c, k in zip(classes, coarse_of_class)})
-        labels = dict(zip(classes, names or classes)) | {f"coarse/{c}": c for c in coarse_names}
+        labels = dict(zip(classes, names or classes)) | {f"coarse/{c}": c for c in coarse_names} | {ROOT: "root"}
         return cls.from_parents(parents, classes, labels)
 
     @property

@@ -48,10 +48,15 @@ def plugins(as_json: bool):
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    table = Table("kind", "name", "plugin", "parameters", "description")
-    for r in rows:
-        table.add_row(r["kind"], r["name"], r["plugin"], r["signature"], r["doc"])
-    console.print(table)
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        table = Table(title=f"{kind}s", title_justify="left")
+        table.add_column("name", no_wrap=True, style="bold")
+        table.add_column("plugin", no_wrap=True)
+        table.add_column("parameters / description")
+        for r in rows:
+            if r["kind"] == kind:
+                table.add_row(r["name"], r["plugin"], f"{r['signature']}\n[dim]{r['doc']}[/]")
+        console.print(table)
 
 
 @cli.command()

@@ -75,7 +75,7 @@ class DataIndex:
         if self.files is None:
             raise DataError("this index has no files: its samples live in the source's arrays")
         folder = self.folders[self.folder_ids[i]]
-        name = self.files[i].decode()
+        name = os.fsdecode(self.files[i])
         return f"{folder}/{name}" if folder else name
 
     def split_samples(self, split: str) -> np.ndarray:

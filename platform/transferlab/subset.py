@@ -48,14 +48,21 @@ class Subset:
         keep = np.asarray(keep, dtype=np.int64)
         if len(np.unique(keep)) != len(keep):
             raise PolicyError("a class was selected twice")
-        renumber = np.full(self.num_classes + 1, -1, dtype=np.int32)  # slot -1 keeps dropped classes dropped
-        renumber[keep] = np.arange(len(keep), dtype=np.int32)
-        class_map = renumber[self.class_map]
+        new_of_current = np.full(self.num_classes, -1, dtype=np.int32)
+        new_of_current[keep] = np.arange(len(keep), dtype=np.int32)
+        return self.relabel(new_of_current, [self.classes[k] for k in keep], [self.class_names[k] for k in keep])
+
+    def relabel(self, new_of_current: Sequence[int] | np.ndarray, classes: Sequence[str], class_names: Sequence[str]) -> "Subset":
+        """Map every current class to a new class (merging classes; -1 drops one); samples of dropped classes go."""
+        new_of_current = np.asarray(new_of_current, dtype=np.int32)
+        if len(new_of_current) != self.num_classes:
+            raise PolicyError(f"relabel needs one new class per current class ({self.num_classes}), got {len(new_of_current)}")
+        if len(classes) != len(class_names) or new_of_current.max(initial=-1) >= len(classes):
+            raise PolicyError("relabel refers to a new class that is not listed")
+        mapping = np.append(new_of_current, np.int32(-1))  # slot -1 keeps dropped classes dropped
+        class_map = mapping[self.class_map]
         samples = self.samples[class_map[self.index.labels[self.samples]] >= 0]
-        return dataclasses.replace(
-            self, samples=samples, class_map=class_map,
-            classes=tuple(self.classes[k] for k in keep), class_names=tuple(self.class_names[k] for k in keep),
-        )
+        return dataclasses.replace(self, samples=samples, class_map=class_map, classes=tuple(classes), class_names=tuple(class_names))
 
     def find_classes(self, wanted: Sequence[str | int]) -> list[int]:
         """Current class indices for ids, names or source label numbers; unknown ones are an error naming them."""

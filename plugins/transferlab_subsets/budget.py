@@ -4,7 +4,6 @@ import dataclasses
 from typing import Literal
 
 import numpy as np
-
 from transferlab import Policy, Seeds, SpecError, Subset
 from transferlab.class_tree import ClassTree
 

@@ -1,0 +1,68 @@
+"""The base of sources read from files, and helpers they share: val carving, problem listings."""
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from transferlab.components import format_value
+from transferlab.data_index import split_code
+from transferlab.errors import SpecError
+from transferlab.sources import Source
+from transferlab.subset import ranks_within_class
+
+MAX_LISTED = 20  # problems shown in one error message; the rest are counted
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSource(Source):
+    """A source read from files under `root`; its fingerprint ignores where the files live."""
+
+    root: str
+    location_params: ClassVar[tuple[str, ...]] = ("root",)  # parameters that do not change the data
+
+    @cached_property
+    def path(self) -> Path:
+        """The root folder as an absolute path, resolved once per object."""
+        return Path(self.root).expanduser().resolve()
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Identity of the data: name, index contents and the data parameters, but not the location."""
+        params = [f"{k}={format_value(v)}" for k, v in sorted(self.params().items()) if k not in self.location_params]
+        return hashlib.sha256("\x00".join([self.name, self.index.fingerprint(), *params]).encode()).hexdigest()
+
+
+def check_val_fraction(name: str, fraction: float) -> None:
+    """A SpecError unless 0 <= fraction < 1."""
+    if not 0 <= fraction < 1:
+        raise SpecError(f"{name}: val_fraction must lie in [0, 1), got {fraction}")
+
+
+def text_keys(texts: Iterable[str]) -> np.ndarray:
+    """A stable uint64 per text (blake2b), independent of any seed."""
+    digests = b"".join(hashlib.blake2b(t.encode(), digest_size=8).digest() for t in texts)
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+
+
+def carve_val(splits: np.ndarray, labels: np.ndarray, keys: np.ndarray, fraction: float) -> np.ndarray:
+    """Split codes with the `fraction` of each class's train samples that have the lowest keys moved to val (one stays)."""
+    train = np.flatnonzero(splits == split_code("train"))
+    train_labels = labels[train]
+    counts = np.bincount(train_labels)
+    quota = np.minimum(np.floor(counts * fraction + 0.5), np.maximum(counts - 1, 0))
+    order, ranks = ranks_within_class(train_labels, keys[train])
+    out = splits.copy()
+    out[train[order[ranks < quota[train_labels[order]]]]] = split_code("val")
+    return out
+
+
+def listing(problems: Sequence[tuple[str, str]]) -> str:
+    """One indented `path: reason` line per problem, the first MAX_LISTED of them and a count of the rest."""
+    lines = [f"  {path}: {reason}" for path, reason in problems[:MAX_LISTED]]
+    if len(problems) > MAX_LISTED:
+        lines.append(f"  ... and {len(problems) - MAX_LISTED} more")
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""MNIST and Fashion-MNIST from IDX files in torchvision's layout (root/MNIST/raw, root/FashionMNIST/raw)."""
+
+import dataclasses
+import gzip
+import math
+import zlib
+from functools import cached_property
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from PIL import Image
+from transferlab.data_index import DataIndex, split_code
+from transferlab.errors import DataError
+from transferlab.images import fit
+
+from .file_source import FileSource, carve_val, check_val_fraction, text_keys
+
+IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
+LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
+FILES = {  # split: (images, labels), as torchvision names them
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """The uint8 array of an IDX file (plain or .gz); a DataError names the file and what is wrong with it."""
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: {len(data)} bytes is too short for an IDX header ({header} bytes)")
+    found = int.from_bytes(data[:4], "big")
+    if found != magic:
+        raise DataError(f"{path}: IDX magic number is 0x{found:08x}, expected 0x{magic:08x} (uint8, {ndim}-D); not an MNIST-style file")
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = math.prod(shape)
+    if len(data) - header != expected:
+        raise DataError(f"{path}: header gives shape {shape} ({expected} bytes of data) but the file has {len(data) - header}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class MNIST(FileSource):
+    """MNIST digits (28×28 grayscale) from IDX files in root/MNIST/raw, torchvision's layout."""
+
+    name = "mnist"
+    location_params = ("root", "download")
+    folder: ClassVar[str] = "MNIST"  # torchvision's dataset class and folder name
+    class_ids: ClassVar[tuple[str, ...]] = tuple("0123456789")
+    class_labels: ClassVar[tuple[str, ...]] = tuple("0123456789")
+    val_fraction: float = 0.1
+    download: bool = False
+
+    def validate(self) -> None:
+        """val_fraction must lie in [0, 1); the files must exist unless they are to be downloaded."""
+        check_val_fraction(self.name, self.val_fraction)
+        if not self.download:
+            self.check_files()
+
+    @property
+    def raw(self) -> Path:
+        """The folder that holds the IDX files."""
+        return self.path / self.folder / "raw"
+
+    def file(self, name: str) -> Path | None:
+        """The plain file if present, else its .gz, else None."""
+        plain = self.raw / name
+        gz = plain.with_name(name + ".gz")
+        return plain if plain.is_file() else gz if gz.is_file() else None
+
+    def check_files(self) -> None:
+        """A DataError naming the expected paths when any file is missing."""
+        missing = [str(self.raw / n) for pair in FILES.values() for n in pair if self.file(n) is None]
+        if missing:
+            raise DataError(f"{self.name}: missing IDX files {', '.join(missing)} (plain or .gz); "
+                            f"pass download=True to fetch them with torchvision")
+
+    @cached_property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """Images [N, H, W] and labels [N] of the train file followed by the test file, and the number of train rows."""
+        if self.download:
+            self.fetch()
+        self.check_files()
+        images, labels = [], []
+        for images_name, labels_name in FILES.values():
+            x, y = read_idx(self.file(images_name), IMAGES_MAGIC), read_idx(self.file(labels_name), LABELS_MAGIC)
+            if len(x) != len(y):
+                raise DataError(f"{self.file(images_name)} has {len(x)} images but {self.file(labels_name)} has {len(y)} labels")
+            if len(y) and y.max() >= len(self.class_ids):
+                raise DataError(f"{self.file(labels_name)}: label {y.max()} is out of range 0..{len(self.class_ids) - 1}")
+            images.append(x)
+            labels.append(y)
+        if images[0].shape[1:] != images[1].shape[1:]:
+            raise DataError(f"{self.raw}: train images are {images[0].shape[1:]} but test images are {images[1].shape[1:]}")
+        return np.concatenate(images), np.concatenate(labels), len(labels[0])
+
+    def fetch(self) -> None:
+        """Download the IDX files with torchvision (skipped when they are all present)."""
+        if all(self.file(n) for pair in FILES.values() for n in pair):
+            return
+        import torchvision
+
+        getattr(torchvision.datasets, self.folder)(str(self.path), download=True)
+
+    def build_index(self) -> DataIndex:
+        """Sample i is row i of train then test; a deterministic val_fraction of each train class becomes val."""
+        _, labels, n_train = self.arrays
+        splits = np.full(len(labels), split_code("test"), dtype=np.uint8)
+        splits[:n_train] = split_code("train")
+        if self.val_fraction > 0:
+            splits = carve_val(splits, labels, text_keys(map(str, range(len(labels)))), self.val_fraction)
+        return DataIndex(labels=labels, splits=splits, classes=self.class_ids, class_names=self.class_labels)
+
+    def load(self, samples: np.ndarray, size: int | None = None) -> np.ndarray:
+        """Grayscale replicated to 3 channels; `size` resizes to size×size."""
+        gray = self.arrays[0][np.asarray(samples, dtype=np.int64)]
+        if size is not None:
+            gray = np.array([np.asarray(fit(Image.fromarray(g), size)) for g in gray], dtype=np.uint8).reshape(-1, size, size)
+        return np.repeat(gray[..., None], 3, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class FashionMNIST(MNIST):
+    """Fashion-MNIST clothing (28×28 grayscale) from IDX files in root/FashionMNIST/raw, torchvision's layout."""
+
+    name = "fashion_mnist"
+    folder = "FashionMNIST"
+    class_ids = ("t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot")
+    class_labels = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")

@@ -1,0 +1,206 @@
+"""ImageFolder: class folders of image files (flat, nested, or split into train/val/test)."""
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from transferlab.cache import cache_dir, cache_key
+from transferlab.class_tree import ClassTree
+from transferlab.data_index import SPLITS, DataIndex, split_code
+from transferlab.errors import DataError
+from transferlab.images import decode_image, is_image_file, probe_image
+
+from .file_source import FileSource, carve_val, check_val_fraction, listing, text_keys
+
+PROBE_CHUNK = 256  # files per thread-pool task when reading headers
+INDEX_CACHE_VERSION = "image_folder-index-v1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Folder:
+    """One scanned folder: its mtime and its sorted subfolder and image file names."""
+
+    mtime_ns: int
+    subfolders: tuple[str, ...]
+    images: tuple[str, ...]
+
+
+def scan(root: Path) -> dict[str, Folder]:
+    """Every folder under root by path relative to it ('' is root itself); hidden entries are ignored."""
+    folders: dict[str, Folder] = {}
+    todo = [""]
+    while todo:
+        rel = todo.pop()
+        path = root / rel
+        subfolders, images = [], []
+        try:
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    if entry.is_dir():
+                        subfolders.append(entry.name)
+                    elif is_image_file(entry.name):
+                        images.append(entry.name)
+            mtime = path.stat().st_mtime_ns
+        except OSError as exc:
+            raise DataError(f"cannot read folder {path}: {exc.strerror or exc}") from None
+        subfolders.sort()
+        folders[rel] = Folder(mtime, tuple(subfolders), tuple(sorted(images)))
+        todo.extend(f"{rel}/{s}" if rel else s for s in subfolders)
+    return folders
+
+
+def class_folders(folders: dict[str, Folder], base: str, root: Path) -> dict[str, str]:
+    """Folders under `base` that hold images: class id (path below base) → folder (path below root)."""
+    prefix = f"{base}/" if base else ""
+    classes, mixed, empty = {}, [], []
+    for rel, folder in sorted(folders.items()):
+        if rel == base:
+            if folder.images:
+                mixed.append(base or ".")
+        elif rel.startswith(prefix):
+            if folder.images and folder.subfolders:
+                mixed.append(rel)
+            elif folder.images:
+                classes[rel[len(prefix):]] = rel
+            elif not folder.subfolders:
+                empty.append(rel)
+    problems = []
+    if mixed:
+        problems.append(f"folders holding both images and subfolders (images belong in leaf class folders only): {', '.join(mixed)}")
+    if empty:
+        problems.append(f"folders without any image file: {', '.join(empty)}")
+    if not classes and not problems:
+        problems.append(f"no class folders with images under {base or '.'}")
+    if problems:
+        raise DataError(f"image_folder layout problems under {root}: " + "; ".join(problems))
+    return classes
+
+
+def split_layout(folders: dict[str, Folder], root: Path) -> dict[str, dict[str, str]]:
+    """Class folders per split: root's folders are train/val/test (split layout) or are all training classes."""
+    top = folders[""].subfolders
+    if not (top and set(top) <= set(SPLITS)):
+        return {"train": class_folders(folders, "", root)}
+    if "train" not in top:
+        raise DataError(f"{root} has {' and '.join(top)} folders but no train folder")
+    if folders[""].images:
+        raise DataError(f"{root} holds images beside its {', '.join(top)} folders; put them in class folders inside a split")
+    layout = {split: class_folders(folders, split, root) for split in SPLITS if split in top}
+    unknown = {split: sorted(set(classes) - set(layout["train"])) for split, classes in layout.items()}
+    if any(unknown.values()):
+        named = "; ".join(f"{split}: {', '.join(ids)}" for split, ids in unknown.items() if ids)
+        raise DataError(f"{root}: classes missing from train/ ({named})")
+    return layout
+
+
+def probe_all(root: Path, paths: Sequence[str]) -> list[tuple[str, str]]:
+    """Header failures (relative path, reason), checked in a thread pool, in the order of `paths`."""
+    def probe_chunk(chunk: Sequence[str]) -> list[tuple[str, str | None]]:
+        return [(p, probe_image(root / p)) for p in chunk]
+
+    chunks = [paths[i:i + PROBE_CHUNK] for i in range(0, len(paths), PROBE_CHUNK)]
+    with ThreadPoolExecutor() as pool:
+        return [(p, reason) for chunk in pool.map(probe_chunk, chunks) for p, reason in chunk if reason]
+
+
+def list_files(layout: dict[str, dict[str, str]], folders: dict[str, Folder], classes: Sequence[str]):
+    """Class folders in (split, class) order, and per file: name, folder id, label, split code."""
+    label_of = {c: i for i, c in enumerate(classes)}
+    folder_list, names, labels, splits = [], [], [], []
+    for split, class_dirs in layout.items():
+        for class_id in sorted(class_dirs):
+            folder_list.append(class_dirs[class_id])
+            files = folders[class_dirs[class_id]].images
+            names += files
+            labels += [label_of[class_id]] * len(files)
+            splits += [split_code(split)] * len(files)
+    counts = [len(folders[f].images) for f in folder_list]
+    folder_ids = np.repeat(np.arange(len(folder_list), dtype=np.int32), counts)
+    return folder_list, names, folder_ids, np.array(labels, dtype=np.int32), np.array(splits, dtype=np.uint8)
+
+
+def try_decode(path: Path, size: int | None) -> tuple[np.ndarray | None, str | None]:
+    """Decoded pixels, or None and the reason decoding failed."""
+    try:
+        return decode_image(path, size), None
+    except Exception as exc:  # PIL raises many types for corrupt data
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFolder(FileSource):
+    """Image files in class folders (root/<class>/*.jpg); nested folders form a class tree; optional train/val/test."""
+
+    name = "image_folder"
+    location_params = ("root", "corrupt")  # skipped files are recorded in the index itself
+    val_fraction: float = 0.1
+    corrupt: Literal["error", "skip"] = "error"
+
+    def validate(self) -> None:
+        """The root must be an existing folder; val_fraction must lie in [0, 1)."""
+        if not self.path.is_dir():
+            raise DataError(f"image_folder: root {str(self.path)!r} " + ("is not a folder" if self.path.exists() else "does not exist"))
+        check_val_fraction(self.name, self.val_fraction)
+
+    def build_index(self) -> DataIndex:
+        """The folder tree's index, reloaded from the cache while no folder under root has changed."""
+        folders = scan(self.path)
+        cached = cache_dir("index") / f"image_folder-{self.cache_key(folders)}.npz"
+        if cached.exists():
+            return DataIndex.load(cached)
+        index = self.index_folders(folders)
+        index.save(cached)
+        return index
+
+    def cache_key(self, folders: dict[str, Folder]) -> str:
+        """Key of the absolute root, every folder's mtime and the parameters that shape the index."""
+        mtimes = sorted((rel, f.mtime_ns) for rel, f in folders.items())
+        return cache_key(INDEX_CACHE_VERSION, self.path, self.val_fraction, self.corrupt, mtimes)
+
+    def index_folders(self, folders: dict[str, Folder]) -> DataIndex:
+        """Index the scanned folders: read every header, drop or report bad files, carve val, sort by split."""
+        layout = split_layout(folders, self.path)
+        classes = sorted(layout["train"])
+        folder_list, names, folder_ids, labels, splits = list_files(layout, folders, classes)
+        paths = [f"{folder_list[i]}/{n}" for i, n in zip(folder_ids.tolist(), names)]
+        failures = probe_all(self.path, paths)
+        if failures and self.corrupt == "error":
+            raise DataError(f"{len(failures)} unreadable image files under {self.path} "
+                            f"(pass corrupt='skip' to leave them out of the index):\n{listing(failures)}")
+        bad = {p for p, _ in failures}
+        keep = np.array([p not in bad for p in paths], dtype=bool)
+        names = [n for n, p in zip(names, paths) if p not in bad]
+        folder_ids, labels, splits = folder_ids[keep], labels[keep], splits[keep]
+        if "val" not in layout and self.val_fraction > 0:
+            keys = text_keys(f"{classes[label]}/{n}" for label, n in zip(labels.tolist(), names))
+            splits = carve_val(splits, labels, keys, self.val_fraction)
+        order = np.argsort(splits, kind="stable")
+        files = np.array([os.fsencode(n) for n in names], dtype=np.bytes_)
+        return DataIndex(labels=labels[order], splits=splits[order], classes=tuple(classes),
+                         class_names=tuple(c.rsplit("/", 1)[-1] for c in classes),
+                         files=files[order], folder_ids=folder_ids[order], folders=tuple(folder_list), skipped=tuple(sorted(bad)))
+
+    def build_tree(self) -> ClassTree:
+        """Nested class folders as a tree: node ids are folder paths, names their last part."""
+        return ClassTree.from_paths([c.split("/") for c in self.index.classes], root=self.name)
+
+    def load(self, samples: np.ndarray, size: int | None = None) -> np.ndarray:
+        """Decode the samples' files to RGB; every failure is reported in one DataError."""
+        paths = [self.index.path(i) for i in np.asarray(samples, dtype=np.int64).tolist()]
+        with ThreadPoolExecutor() as pool:
+            decoded = list(pool.map(lambda p: try_decode(self.path / p, size), paths))
+        failures = [(p, reason) for p, (_, reason) in zip(paths, decoded) if reason]
+        if failures:
+            raise DataError(f"could not decode {len(failures)} of {len(paths)} images under {self.path}:\n{listing(failures)}")
+        images = [pixels for pixels, _ in decoded]
+        odd = next((i for i, image in enumerate(images) if image.shape != images[0].shape), None)
+        if odd is not None:
+            raise DataError(f"images under {self.path} differ in size ({paths[0]} is {images[0].shape[1]}×{images[0].shape[0]}, "
+                            f"{paths[odd]} is {images[odd].shape[1]}×{images[odd].shape[0]}); pass size=N to resize them to N×N")
+        return np.stack(images) if images else np.zeros((0, size or 0, size or 0, 3), dtype=np.uint8)

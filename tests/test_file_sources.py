@@ -1,0 +1,400 @@
+"""Real file sources on small files written in the real formats: ImageFolder (+ its index cache), MNIST, Fashion-MNIST."""
+
+import gzip
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from transferlab.errors import DataError, SpecError
+from transferlab.images import decode_image
+from transferlab_sources.idx import MNIST, FashionMNIST
+from transferlab_sources.image_folder import ImageFolder
+
+RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+OLD_NS = 1_600_000_000 * 10**9  # a fixed past mtime, so that any later change to a folder shows
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """A private transferlab cache per test."""
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def write_image(path: Path, color=RED, size=(12, 10)) -> Path:
+    """A solid-colour image in the format its suffix names."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+def make_tree(root: Path, counts: dict[str, int], suffix=".png") -> Path:
+    """`counts[folder]` solid images in each folder (folders may be nested, e.g. 'animal/cat')."""
+    for folder, n in counts.items():
+        for i in range(n):
+            write_image(root / folder / f"img{i:03d}{suffix}")
+    return root
+
+
+def age_folders(root: Path) -> None:
+    """Set every folder's mtime to a fixed past time."""
+    for folder in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        os.utime(folder, ns=(OLD_NS, OLD_NS))
+
+
+def counts_by_name(index, split=None) -> dict[str, int]:
+    """Samples per class id, in one split or overall."""
+    return dict(zip(index.classes, index.class_counts(split).tolist()))
+
+
+# ImageFolder layouts
+
+def test_flat_folders_are_classes_and_other_files_are_ignored(tmp_path):
+    root = make_tree(tmp_path / "data", {"cat": 4, "dog": 3, "eel": 2})
+    write_image(root / "dog" / "UPPER.JPG")
+    (root / "dog" / "notes.txt").write_text("not an image")
+    (root / "cat" / ".DS_Store").write_bytes(b"\0\1")
+    src = ImageFolder(str(root), val_fraction=0.0)
+    assert src.index.classes == ("cat", "dog", "eel") == src.index.class_names
+    assert counts_by_name(src.index, "train") == {"cat": 4, "dog": 4, "eel": 2}
+    assert src.index.path(4) == "dog/UPPER.JPG" and src.index.path(0) == "cat/img000.png"
+    assert src.index.files.dtype.kind == "S" and src.index.folders == ("cat", "dog", "eel")
+    assert src.tree.height == 1 and src.tree.num_classes == 3
+
+
+def test_nested_folders_make_a_class_tree(tmp_path):
+    root = make_tree(tmp_path / "data", {"animal/cat": 2, "animal/dog": 3, "vehicle/car": 1, "vehicle/boat/sail": 2})
+    src = ImageFolder(str(root), val_fraction=0.0)
+    assert src.index.classes == ("animal/cat", "animal/dog", "vehicle/boat/sail", "vehicle/car")
+    assert src.index.class_names == ("cat", "dog", "sail", "car")
+    assert src.index.class_counts().tolist() == [2, 3, 2, 1]
+    tree = src.tree
+    assert tree.height == 3
+    assert tree.names[tree.node("vehicle/boat")] == "boat"
+    assert tree.classes_under(tree.node("vehicle")).tolist() == [2, 3]
+    assert tree.classes_under(tree.node("animal")).tolist() == [0, 1]
+
+
+def test_folder_with_images_and_subfolders_is_an_error_naming_it(tmp_path):
+    root = make_tree(tmp_path / "data", {"animal": 1, "animal/cat": 2, "plant": 1})
+    (root / "empty").mkdir()
+    with pytest.raises(DataError, match="both images and subfolders") as err:
+        ImageFolder(str(root)).index
+    assert "animal" in str(err.value) and "without any image file: empty" in str(err.value)
+
+
+def test_split_layout_uses_the_split_folders(tmp_path):
+    root = make_tree(tmp_path / "data", {"train/a": 5, "train/b/x": 4, "val/a": 2, "val/b/x": 1, "test/b/x": 3})
+    index = ImageFolder(str(root), val_fraction=0.5).index
+    assert index.classes == ("a", "b/x") and index.class_names == ("a", "x")
+    assert counts_by_name(index, "train") == {"a": 5, "b/x": 4}  # a val folder exists: nothing is carved
+    assert counts_by_name(index, "val") == {"a": 2, "b/x": 1}
+    assert counts_by_name(index, "test") == {"a": 0, "b/x": 3}
+    assert index.splits.tolist() == sorted(index.splits.tolist())
+    assert index.path(len(index) - 1) == "test/b/x/img002.png"
+
+
+def test_split_layout_classes_missing_from_train_are_named(tmp_path):
+    root = make_tree(tmp_path / "data", {"train/a": 2, "val/a": 1, "val/zebra": 1, "test/yak": 1})
+    with pytest.raises(DataError, match="missing from train") as err:
+        ImageFolder(str(root)).index
+    assert "val: zebra" in str(err.value) and "test: yak" in str(err.value)
+
+
+def test_split_layout_without_train_is_an_error(tmp_path):
+    root = make_tree(tmp_path / "data", {"val/a": 1, "test/a": 1})
+    with pytest.raises(DataError, match="no train folder"):
+        ImageFolder(str(root)).index
+
+
+def test_missing_root_and_bad_val_fraction_fail_at_construction(tmp_path):
+    with pytest.raises(DataError, match="does not exist") as err:
+        ImageFolder(str(tmp_path / "nowhere"))
+    assert str(tmp_path / "nowhere") in str(err.value)
+    with pytest.raises(SpecError, match="val_fraction"):
+        ImageFolder(str(tmp_path), val_fraction=1.0)
+    with pytest.raises(SpecError, match="corrupt"):
+        ImageFolder(str(tmp_path), corrupt="ignore")
+
+
+def test_val_is_carved_per_class_by_file_path_and_is_a_property_of_the_files(tmp_path, cache):
+    root = make_tree(tmp_path / "data", {"a": 20, "b": 10, "c": 1})
+    index = ImageFolder(str(root), val_fraction=0.25).index
+    assert counts_by_name(index, "val") == {"a": 5, "b": 3, "c": 0}  # round(0.25·n); a class keeps one train image
+    assert counts_by_name(index, "train") == {"a": 15, "b": 7, "c": 1}
+    val = {index.path(i) for i in index.split_samples("val")}
+    shutil.rmtree(cache)
+    again = ImageFolder(str(root), val_fraction=0.25).index
+    assert {again.path(i) for i in again.split_samples("val")} == val
+    nested = tmp_path / "elsewhere" / "train"  # the same files in the split layout carve the same val images
+    shutil.copytree(root, nested)
+    moved = ImageFolder(str(nested.parent), val_fraction=0.25).index
+    assert {moved.path(i).removeprefix("train/") for i in moved.split_samples("val")} == val
+    assert ImageFolder(str(root), val_fraction=0.0).index.class_counts("val").sum() == 0
+
+
+# corrupt files
+
+def write_corrupt_files(root: Path) -> list[str]:
+    """Three bad files: empty, truncated header, text with an image name; their relative paths."""
+    (root / "a" / "empty.jpg").write_bytes(b"")
+    png = (write_image(root / "a" / "good.png")).read_bytes()
+    (root / "b" / "cut.png").write_bytes(png[:20])
+    (root / "b" / "fake.jpg").write_text("hello, I am not a JPEG")
+    return ["a/empty.jpg", "b/cut.png", "b/fake.jpg"]
+
+
+def test_corrupt_files_are_all_listed_in_one_error(tmp_path):
+    root = make_tree(tmp_path / "data", {"a": 2, "b": 2})
+    bad = write_corrupt_files(root)
+    with pytest.raises(DataError, match="3 unreadable image files") as err:
+        ImageFolder(str(root)).index
+    message = str(err.value)
+    assert all(name in message for name in bad)
+    assert "empty file" in message and "corrupt='skip'" in message
+
+
+def test_many_corrupt_files_list_twenty_and_count_the_rest(tmp_path):
+    root = make_tree(tmp_path / "data", {"a": 1})
+    for i in range(25):
+        (root / "a" / f"bad{i:02d}.png").write_bytes(b"")
+    with pytest.raises(DataError, match="and 5 more") as err:
+        ImageFolder(str(root)).index
+    assert "bad19.png" in str(err.value) and "bad20.png" not in str(err.value)
+
+
+def test_skip_leaves_corrupt_files_out_and_records_them(tmp_path):
+    root = make_tree(tmp_path / "data", {"a": 2, "b": 2})
+    bad = write_corrupt_files(root)
+    index = ImageFolder(str(root), corrupt="skip", val_fraction=0.0).index
+    assert index.skipped == tuple(bad)
+    assert counts_by_name(index) == {"a": 3, "b": 2}
+    assert not set(bad) & {index.path(i) for i in range(len(index))}
+
+
+def test_data_corrupt_beyond_the_header_fails_at_load_naming_every_file(tmp_path):
+    root = tmp_path / "data"
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for name in ("a/half.png", "a/half.jpg", "a/whole.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(noise).save(root / name)
+    for name in ("a/half.png", "a/half.jpg"):
+        data = (root / name).read_bytes()
+        (root / name).write_bytes(data[: len(data) // 2])
+    src = ImageFolder(str(root), val_fraction=0.0)
+    assert len(src.index) == 3  # the headers read fine
+    with pytest.raises(DataError, match="could not decode 2 of 3") as err:
+        src.load(np.arange(3))
+    assert "a/half.png" in str(err.value) and "a/half.jpg" in str(err.value)
+    assert src.load(np.array([2])).shape == (1, 64, 64, 3)
+
+
+# pixels
+
+def test_load_returns_the_pixels_at_native_size_or_resized(tmp_path):
+    root = tmp_path / "data"
+    write_image(root / "red" / "r.png", RED, (12, 10))
+    write_image(root / "blue" / "b.png", BLUE, (12, 10))
+    write_image(root / "green" / "g.jpg", GREEN, (40, 30))
+    src = ImageFolder(str(root), val_fraction=0.0)
+    blue, green, red = range(3)
+    native = src.load(np.array([red, blue]))
+    assert native.shape == (2, 10, 12, 3) and native.dtype == np.uint8
+    assert (native[0] == RED).all() and (native[1] == BLUE).all()
+    small = src.load(np.array([red, green, blue]), size=8)
+    assert small.shape == (3, 8, 8, 3)
+    assert (small[0] == RED).all() and (small[2] == BLUE).all()
+    assert np.abs(small[1].astype(int) - GREEN).max() <= 3  # JPEG
+    with pytest.raises(DataError, match="pass size=N") as err:
+        src.load(np.array([red, green]))
+    assert "green/g.jpg is 40×30" in str(err.value)
+    assert src.load(np.array([], dtype=np.int64), size=8).shape == (0, 8, 8, 3)
+
+
+def test_decode_resizes_the_shorter_side_and_crops_the_centre(tmp_path):
+    bands = np.zeros((10, 30, 3), dtype=np.uint8)
+    bands[:, :10], bands[:, 10:20], bands[:, 20:] = RED, GREEN, BLUE
+    Image.fromarray(bands).save(tmp_path / "bands.png")
+    assert (decode_image(tmp_path / "bands.png", size=10) == GREEN).all()
+    assert decode_image(tmp_path / "bands.png", size=5).shape == (5, 5, 3)
+    gray = tmp_path / "gray.png"
+    Image.new("L", (6, 6), 77).save(gray)
+    assert (decode_image(gray) == 77).all() and decode_image(gray).shape == (6, 6, 3)
+
+
+def test_fingerprint_ignores_the_location_but_not_the_data(tmp_path):
+    root = make_tree(tmp_path / "data", {"a": 4, "b": 4})
+    shutil.copytree(root, tmp_path / "moved")
+    fingerprint = ImageFolder(str(root)).fingerprint
+    assert ImageFolder(str(tmp_path / "moved")).fingerprint == fingerprint
+    assert ImageFolder(str(root), val_fraction=0.5).fingerprint != fingerprint
+    write_image(tmp_path / "moved" / "b" / "extra.png")
+    assert ImageFolder(str(tmp_path / "moved")).fingerprint != fingerprint
+
+
+# the folder index cache
+
+def count_opens(monkeypatch) -> list:
+    """Record every PIL.Image.open call."""
+    calls, real_open = [], PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda *a, **k: calls.append(a) or real_open(*a, **k))
+    return calls
+
+
+def test_folder_index_reloads_from_the_cache_without_opening_images(tmp_path, cache, monkeypatch):
+    root = make_tree(tmp_path / "data", {f"c{i}": 100 for i in range(8)})
+    age_folders(root)
+    start = time.perf_counter()
+    first = ImageFolder(str(root)).index
+    build_s = time.perf_counter() - start
+    assert len(list((cache / "index").glob("*.npz"))) == 1
+    monkeypatch.setattr(PIL.Image, "open", lambda *a, **k: pytest.fail("the cached index reopened an image"))
+    start = time.perf_counter()
+    second = ImageFolder(str(root)).index
+    reload_s = time.perf_counter() - start
+    assert second.fingerprint() == first.fingerprint() and len(second) == 800
+    assert reload_s < 0.2 and reload_s < build_s
+
+
+def test_changed_folders_rebuild_the_index(tmp_path, monkeypatch):
+    root = make_tree(tmp_path / "data", {"a": 3, "b": 3})
+    age_folders(root)
+    assert len(ImageFolder(str(root), val_fraction=0.0).index) == 6
+    opens = count_opens(monkeypatch)
+    write_image(root / "a" / "new.png")
+    assert counts_by_name(ImageFolder(str(root), val_fraction=0.0).index) == {"a": 4, "b": 3}
+    assert len(opens) == 7
+    (root / "b" / "img000.png").unlink()
+    assert counts_by_name(ImageFolder(str(root), val_fraction=0.0).index) == {"a": 4, "b": 2}
+    os.utime(root / "a", ns=(OLD_NS, OLD_NS))  # only the mtime changes: still rebuilt
+    opens.clear()
+    ImageFolder(str(root), val_fraction=0.0).index
+    assert len(opens) == 6
+    opens.clear()
+    ImageFolder(str(root), val_fraction=0.0).index
+    ImageFolder(str(root), val_fraction=0.5).index  # another parameter, another cache entry
+    assert len(opens) == 6
+
+
+# IDX files (MNIST, Fashion-MNIST)
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An IDX file: magic 0x0000 08 <ndim>, big-endian dimensions, uint8 data."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx_set(root: Path, folder="MNIST", n_train=50, n_test=20, gz=False, shape=(4, 5)) -> dict[str, np.ndarray]:
+    """Random images and cycling labels in torchvision's layout; the arrays written, by split."""
+    rng = np.random.default_rng(1)
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+        x, y = rng.integers(0, 256, (n, *shape), dtype=np.uint8), (np.arange(n) % 10).astype(np.uint8)
+        for name, array in ((f"{prefix}-images-idx3-ubyte", x), (f"{prefix}-labels-idx1-ubyte", y)):
+            data = idx_bytes(array)
+            (raw / (name + ".gz" if gz else name)).write_bytes(gzip.compress(data) if gz else data)
+        arrays[split] = (x, y)
+    return arrays
+
+
+def test_mnist_reads_idx_files_and_round_trips_the_pixels(tmp_path):
+    arrays = write_idx_set(tmp_path)
+    src = MNIST(str(tmp_path), val_fraction=0.2)
+    index = src.index
+    assert index.classes == tuple("0123456789") and len(index) == 70
+    assert index.class_counts("train").tolist() == [4] * 10 and index.class_counts("val").tolist() == [1] * 10
+    assert index.class_counts("test").tolist() == [2] * 10
+    test = index.split_samples("test")
+    assert (index.labels[test] == arrays["test"][1]).all()
+    pixels = src.load(test)
+    assert pixels.shape == (20, 4, 5, 3)
+    assert (pixels == arrays["test"][0][..., None]).all()
+    assert (src.load(np.arange(50)) == arrays["train"][0][..., None]).all()
+    assert src.load(test[:3], size=6).shape == (3, 6, 6, 3)
+    assert MNIST(str(tmp_path), val_fraction=0.2).index.splits.tolist() == index.splits.tolist()
+
+
+def test_fashion_mnist_reads_gz_files_with_official_class_names(tmp_path):
+    arrays = write_idx_set(tmp_path, folder="FashionMNIST", gz=True)
+    src = FashionMNIST(str(tmp_path), val_fraction=0.0)
+    assert src.index.class_names[0] == "T-shirt/top" and src.index.class_names[9] == "Ankle boot"
+    assert src.index.classes[0] == "t-shirt_top" and all("/" not in c and " " not in c for c in src.index.classes)
+    assert (src.load(np.arange(50))[..., 1] == arrays["train"][0]).all()
+    assert src.tree.names[src.tree.node("ankle_boot")] == "Ankle boot"
+
+
+def test_idx_with_a_bad_magic_number_names_the_file(tmp_path):
+    write_idx_set(tmp_path)
+    labels = tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(b"\x00\x00\x08\x03" + labels.read_bytes()[4:])
+    with pytest.raises(DataError, match="magic number is 0x00000803, expected 0x00000801") as err:
+        MNIST(str(tmp_path)).index
+    assert str(labels) in str(err.value)
+
+
+def test_idx_whose_data_does_not_match_its_header_names_the_file(tmp_path):
+    write_idx_set(tmp_path)
+    images = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-7])
+    with pytest.raises(DataError, match=r"shape \(50, 4, 5\) \(1000 bytes of data\) but the file has 993") as err:
+        MNIST(str(tmp_path)).index
+    assert str(images) in str(err.value)
+
+
+def test_idx_label_count_mismatch_is_an_error(tmp_path):
+    write_idx_set(tmp_path)
+    labels = tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    labels.write_bytes(idx_bytes(np.zeros(49, dtype=np.uint8)))
+    with pytest.raises(DataError, match="has 50 images but .* has 49 labels"):
+        MNIST(str(tmp_path)).index
+
+
+def test_missing_idx_files_name_the_expected_paths_and_download(tmp_path):
+    write_idx_set(tmp_path)
+    (tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte").unlink()
+    with pytest.raises(DataError, match="download=True") as err:
+        MNIST(str(tmp_path))
+    assert str(tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte") in str(err.value)
+    with pytest.raises(DataError, match="FashionMNIST/raw/train-images-idx3-ubyte"):
+        FashionMNIST(str(tmp_path))
+
+
+REAL_FASHION_MNIST = Path(os.environ.get("TRANSFERLAB_TEST_DATA", "/tmp/tl-data"))
+
+
+@pytest.mark.skipif(not (REAL_FASHION_MNIST / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists(),
+                    reason="real Fashion-MNIST not installed (setup-offline-data.sh)")
+def test_real_fashion_mnist():
+    src = FashionMNIST(str(REAL_FASHION_MNIST))
+    index = src.index
+    assert len(index) == 70_000
+    assert (index.class_counts("train") + index.class_counts("val")).tolist() == [6000] * 10
+    assert index.class_counts("val").tolist() == [600] * 10 and index.class_counts("test").tolist() == [1000] * 10
+    pixels = src.load(index.split_samples("test")[:4], size=32)
+    assert pixels.shape == (4, 32, 32, 3) and 0 < pixels.mean() < 255
+
+
+# the command line
+
+def test_cli_subset_reports_per_class_counts(tmp_path):
+    from transferlab.cli import cli
+
+    root = make_tree(tmp_path / "data", {"animal/cat": 10, "animal/dog": 20, "car": 5})
+    (root / "car" / "broken.png").write_bytes(b"")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["subset", "--source", f"image_folder(root={str(root)!r}, corrupt='skip')", "--policy", "all", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert {c["id"]: c["count"] for c in summary["classes"]} == {"animal/cat": 9, "animal/dog": 18, "car": 4}
+    assert summary["num_samples"] == 31 and summary["skipped_files"] == ["car/broken.png"]
+    failed = runner.invoke(cli, ["subset", "--source", f"image_folder(root={str(root)!r})", "--json"])
+    assert failed.exit_code == 2 and "car/broken.png: empty file" in failed.output
