@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
 from transferlab import DataIndex, Source, make_manifest, policies
 
 N, CLASSES = 1_281_167, 1000

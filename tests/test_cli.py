@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from transferlab.cli import cli
 
 SOURCE = "synthetic(train=12, val=2, test=2)"

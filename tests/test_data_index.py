@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from conftest import make_index
 from transferlab import ClassTree, DataError, DataIndex
 

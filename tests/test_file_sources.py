@@ -12,6 +12,7 @@ import PIL.Image
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+
 from transferlab.errors import DataError, SpecError
 from transferlab.images import decode_image
 from transferlab_sources.idx import MNIST, FashionMNIST

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from transferlab import PluginError, plugins
 from transferlab.hookspecs import hookimpl
 from transferlab.registry import Registry

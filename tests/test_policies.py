@@ -4,9 +4,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import make_index
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from conftest import make_index
 from transferlab import (
     Manifest,
     PolicyError,

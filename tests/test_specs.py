@@ -6,6 +6,7 @@ from typing import Literal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from transferlab.components import Component, signature
 from transferlab.errors import SpecError
 from transferlab.registry import Registry

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+
 from transferlab.components import format_value
 from transferlab.data_index import split_code
 from transferlab.errors import SpecError

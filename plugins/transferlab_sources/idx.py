@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 from PIL import Image
+
 from transferlab.data_index import DataIndex, split_code
 from transferlab.errors import DataError
 from transferlab.images import fit

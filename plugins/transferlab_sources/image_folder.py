@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
 from transferlab.cache import cache_dir, cache_key
 from transferlab.class_tree import ClassTree
 from transferlab.data_index import SPLITS, DataIndex, split_code

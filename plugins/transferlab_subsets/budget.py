@@ -4,6 +4,7 @@ import dataclasses
 from typing import Literal
 
 import numpy as np
+
 from transferlab import Policy, Seeds, SpecError, Subset
 from transferlab.class_tree import ClassTree
 

@@ -1,9 +1,11 @@
-"""Policies that choose classes: random_classes, exclude, split."""
+"""Policies that choose classes: random_classes, exclude, split (random, or along the class tree with minimal overlap)."""
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+
 from transferlab import Policy, PolicyError, Seeds, SpecError, Subset
 from transferlab.class_tree import ClassTree
 
@@ -51,17 +53,140 @@ class Exclude(Policy):
         return subset.keep_classes([c for c in range(subset.num_classes) if c not in drop])
 
 
+SPLIT_TOLERANCE = 0.05  # min_overlap halves may differ by this fraction of the classes
+
+
+def class_anchors(subset: Subset, tree: ClassTree) -> np.ndarray:
+    """Tree node of every current class: the lowest common ancestor of the leaves of its source classes."""
+    if tree.num_classes != len(subset.class_map):
+        raise PolicyError(f"the class tree has {tree.num_classes} classes, but the source has {len(subset.class_map)}")
+    parents, depths = tree.parents.tolist(), tree.depths.tolist()
+    anchors = np.full(subset.num_classes, -1, dtype=np.int64)
+    for source_class, current in enumerate(subset.class_map.tolist()):
+        if current < 0:
+            continue
+        a, b = anchors[current], int(tree.class_nodes[source_class])
+        if a >= 0:
+            while depths[a] > depths[b]:
+                a = parents[a]
+            while depths[b] > depths[a]:
+                b = parents[b]
+            while a != b:
+                a, b = parents[a], parents[b]
+        anchors[current] = b
+    return anchors
+
+
+def nodes_bottom_up(tree: ClassTree) -> np.ndarray:
+    """Node indices, deepest first (every child before its parent)."""
+    return np.argsort(-tree.depths, kind="stable")
+
+
+def split_overlap(tree: ClassTree, classes_a: Sequence[int], classes_b: Sequence[int]) -> int:
+    """How much two sets of the tree's classes (class numbers) share: the number of tree nodes other than the root
+    with classes of both sets beneath them (0 when the root's children divide them cleanly)."""
+    below = np.zeros((len(tree.nodes), 2), dtype=bool)
+    below[tree.class_nodes[np.asarray(classes_a, dtype=np.int64)], 0] = True
+    below[tree.class_nodes[np.asarray(classes_b, dtype=np.int64)], 1] = True
+    for node in nodes_bottom_up(tree)[:-1].tolist():  # the root comes last
+        below[tree.parents[node]] |= below[node]
+    return int((below[1:, 0] & below[1:, 1]).sum())
+
+
+def subset_sums(sizes: Sequence[int]) -> list[int]:
+    """Bit sets of the sums reachable with the first i pieces, for i = 0..len(sizes)."""
+    reach = [1]
+    for size in sizes:
+        reach.append(reach[-1] | reach[-1] << size)
+    return reach
+
+
+def best_pieces(sizes: Sequence[int], lo: int, hi: int, target: float) -> list[int] | None:
+    """Indices of pieces whose sizes sum within [lo, hi], as close to `target` as possible; None if no sum fits."""
+    reach = subset_sums(sizes)
+    sums = [s for s in range(lo, hi + 1) if reach[-1] >> s & 1]
+    if not sums:
+        return None
+    total = min(sums, key=lambda s: (abs(s - target), s))
+    chosen = []
+    for i in range(len(sizes), 0, -1):
+        if not reach[i - 1] >> total & 1:
+            chosen.append(i - 1)
+            total -= sizes[i - 1]
+    return chosen
+
+
+def min_overlap_half(subset: Subset, tree: ClassTree) -> np.ndarray:
+    """Current classes of one half made of whole subtrees, the halves within SPLIT_TOLERANCE of each other.
+
+    Opening a tree node makes its child subtrees (and any class anchored at it) available as whole pieces; every
+    opened node below the root may end up shared by both halves. Starting from the root, the search opens one node at
+    a time until some set of pieces sums to a valid half: a node whose opening makes that possible if there is one
+    (the largest), else the largest openable piece. Sums closest to an even split win; ties go to tree order.
+    """
+    n = subset.num_classes
+    tolerance = max(n % 2, int(SPLIT_TOLERANCE * n))
+    lo, hi = (n - tolerance + 1) // 2, (n + tolerance) // 2
+    anchors = class_anchors(subset, tree)
+    count = np.bincount(anchors, minlength=len(tree.nodes))
+    for node in nodes_bottom_up(tree)[:-1].tolist():
+        count[tree.parents[node]] += count[node]
+    at_node: dict[int, list[int]] = {}
+    for current, node in enumerate(anchors.tolist()):
+        at_node.setdefault(node, []).append(current)
+
+    def pieces(opened: set[int]) -> list[tuple[str, int]]:
+        """Whole pieces below opened nodes: ('node', index) for child subtrees, ('class', index) for anchored classes."""
+        out = []
+        for u in sorted(opened):
+            out += [("class", c) for c in at_node.get(u, ())]
+            out += [("node", c) for c in tree.children[u] if count[c] and c not in opened]
+        return out
+
+    def size(piece: tuple[str, int]) -> int:
+        return 1 if piece[0] == "class" else int(count[piece[1]])
+
+    opened = {0}
+    while True:
+        available = pieces(opened)
+        chosen = best_pieces([size(p) for p in available], lo, hi, n / 2)
+        if chosen is not None:
+            break
+        openable = sorted((p[1] for p in available if p[0] == "node" and count[p[1]] > 1), key=lambda c: (-count[c], c))
+        enabling = [c for c in openable if best_pieces([size(p) for p in pieces(opened | {c})], lo, hi, n / 2) is not None]
+        opened.add((enabling or openable)[0])
+    in_half = np.zeros(len(tree.nodes), dtype=bool)
+    half = []
+    for kind, index in (available[i] for i in chosen):
+        if kind == "class":
+            half.append(index)
+        else:
+            in_half[index] = True
+    for node in np.argsort(tree.depths, kind="stable").tolist()[1:]:  # parents before children
+        in_half[node] |= in_half[tree.parents[node]]
+    half += [c for c, node in enumerate(anchors.tolist()) if in_half[node]]
+    return np.sort(np.array(half, dtype=np.int64))
+
+
 @dataclasses.dataclass(frozen=True)
 class Split(Policy):
-    """Keep one half of the classes: part A gets the first ceil(C/2) in seeded order, part B the rest."""
+    """Keep one half of the classes: how='random' (seeded) or 'min_overlap' (whole subtrees, fewest shared tree nodes)."""
 
     name = "split"
     part: Literal["A", "B"]
-    how: Literal["random"] = "random"
+    how: Literal["random", "min_overlap"] = "random"
 
     def apply(self, subset: Subset, tree: ClassTree, seeds: Seeds) -> Subset:
+        """Random: part A gets the first ceil(C/2) classes in seeded order, part B the rest. Min_overlap: see
+        `min_overlap_half` (sizes differ by at most 5% of the classes, the overlap is `split_overlap`); part A is the
+        half that holds the first current class."""
         if subset.num_classes < 2:
             raise PolicyError(f"{self.spec()} needs at least 2 classes, has {subset.num_classes}")
-        order = classes_by_key(subset, seeds)
-        half = (subset.num_classes + 1) // 2
-        return subset.keep_classes(np.sort(order[:half] if self.part == "A" else order[half:]))
+        if self.how == "random":
+            order = classes_by_key(subset, seeds)
+            half = (subset.num_classes + 1) // 2
+            return subset.keep_classes(np.sort(order[:half] if self.part == "A" else order[half:]))
+        half = min_overlap_half(subset, tree)
+        first = bool(len(half)) and half[0] == 0
+        other = np.setdiff1d(np.arange(subset.num_classes), half)
+        return subset.keep_classes(half if (self.part == "A") == first else other)
