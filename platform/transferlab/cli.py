@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.columns import Columns
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import policies as parse_policies
@@ -55,7 +56,7 @@ def plugins(as_json: bool):
         table.add_column("parameters / description")
         for r in rows:
             if r["kind"] == kind:
-                table.add_row(r["name"], r["plugin"], f"{r['signature']}\n[dim]{r['doc']}[/]")
+                table.add_row(r["name"], r["plugin"], f"{escape(r['signature'])}\n[dim]{escape(r['doc'])}[/]")
         console.print(table)
 
 
@@ -77,12 +78,12 @@ def subset(source_spec: str, policy_spec: str, seed: int, as_json: bool, save: P
         click.echo(json.dumps(summary | {"skipped_files": list(src.index.skipped)}, indent=1))
         return
     counts = manifest.class_counts()
-    console.print(f"[bold]source[/] {summary['source']}\n[bold]policy[/] {summary['policy']}   [bold]seed[/] {seed}")
+    console.print(f"[bold]source[/] {escape(summary['source'])}\n[bold]policy[/] {escape(summary['policy'])}   [bold]seed[/] {seed}")
     console.print(f"[bold]{summary['num_classes']}[/] classes, [bold]{summary['num_samples']}[/] training images "
                   f"(per class min {counts.min()}, median {int(sorted(counts)[len(counts) // 2])}, max {counts.max()})")
-    console.print(Columns([f"{c['name']}: {c['count']}" for c in summary["classes"]], equal=True))
+    console.print(Columns([escape(f"{c['name']}: {c['count']}") for c in summary["classes"]], equal=True))
     if src.index.skipped:
-        console.print(f"[yellow]skipped {len(src.index.skipped)} unreadable files:[/] {', '.join(src.index.skipped[:10])}")
+        console.print(f"[yellow]skipped {len(src.index.skipped)} unreadable files:[/] {escape(', '.join(src.index.skipped[:10]))}")
     console.print(f"[bold]digest[/] {summary['digest']}")
 
 
