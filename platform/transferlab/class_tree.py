@@ -129,6 +129,21 @@ class ClassTree:
             kids[parent].append(node)
         return tuple(map(tuple, kids))
 
+    @cached_property
+    def leaf_set(self) -> frozenset[int]:
+        """Nodes that are classes."""
+        return frozenset(self.class_nodes.tolist())
+
+    @cached_property
+    def subtree_sizes(self) -> np.ndarray:
+        """Number of classes under every node (a class's own node counts 1)."""
+        sizes = np.zeros(len(self.nodes), dtype=np.int64)
+        sizes[self.class_nodes] = 1
+        for depth in range(self.height, 0, -1):
+            level = np.flatnonzero(self.depths == depth)
+            np.add.at(sizes, self.parents[level], sizes[level])
+        return sizes
+
     def node(self, node_id: str) -> int:
         """Index of a node id."""
         try:
@@ -151,7 +166,19 @@ class ClassTree:
 
     def classes_under(self, node: int) -> np.ndarray:
         """Sorted class indices whose leaf lies in `node`'s subtree (itself included)."""
-        return np.flatnonzero([node == c or node in self.ancestors(c) for c in self.class_nodes.tolist()])
+        found, stack = [], [node]
+        while stack:
+            n = stack.pop()
+            found.append(n)
+            stack.extend(self.children[n])
+        classes = self._class_of_node[found]
+        return np.sort(classes[classes >= 0])
+
+    @cached_property
+    def _class_of_node(self) -> np.ndarray:
+        of = np.full(len(self.nodes), -1, dtype=np.int64)
+        of[self.class_nodes] = np.arange(self.num_classes)
+        return of
 
     def fingerprint(self) -> str:
         """sha256 over nodes, names and structure."""

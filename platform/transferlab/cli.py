@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 from rich.columns import Columns
 from rich.console import Console
 from rich.markup import escape
@@ -100,6 +101,53 @@ def show(source_spec: str, out: Path | None, split: str, size: int):
     out = out or Path(f"{src.name}-classes.png")
     contact_sheet(src, out, split=split, tile=size)
     click.echo(f"wrote {out} ({src.index.num_classes} classes)")
+
+
+def class_list_source(classes: str | None, source_spec: str | None) -> str:
+    """The source spec behind `--classes NAME` (a class list without images) or `--source SPEC`."""
+    if (classes is None) == (source_spec is None):
+        raise click.UsageError("give exactly one of --classes NAME (e.g. imagenet-1k) or --source SPEC")
+    return source_spec or f"class_list({classes!r})"
+
+
+@cli.command()
+@click.option("--classes", "class_list", help="A class list without images, e.g. imagenet-1k or imagenet-21k.")
+@click.option("--source", "source_spec", help="Or any source spec.")
+@click.option("--policy", "policy_spec", default="all", show_default=True, help="Policy chain to apply to the classes.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print {original: new} class ids plus names as JSON.")
+def classes(class_list: str | None, source_spec: str | None, policy_spec: str, seed: int, as_json: bool):
+    """Map a source's classes through a policy chain (no images needed): original class → new class."""
+    chain = parse_policies(policy_spec)
+    src = parse_source(class_list_source(class_list, source_spec))
+    manifest = make_manifest(src, chain, seed)
+    mapping = manifest.summary()["class_map"]
+    names = dict(zip(src.index.classes, src.index.class_names)) | dict(zip(manifest.classes, manifest.class_names))
+    if as_json:
+        click.echo(json.dumps({"source": manifest.source, "policy": manifest.policy, "num_classes": manifest.num_classes,
+                               "mapping": mapping, "names": {c: names[c] for c in sorted(set(mapping) | set(mapping.values()))}}, indent=1))
+        return
+    members = np.bincount(manifest.class_map[manifest.class_map >= 0], minlength=manifest.num_classes)
+    table = Table("new class", "name", "source classes", title=f"{src.index.num_classes} → {manifest.num_classes} classes: {escape(manifest.policy)}")
+    for new in np.argsort(-members, kind="stable"):
+        table.add_row(escape(manifest.classes[new]), escape(manifest.class_names[new]), str(members[new]))
+    console.print(table)
+
+
+@cli.command()
+@click.option("--classes", "class_list", help="A class list without images, e.g. imagenet-1k.")
+@click.option("--source", "source_spec", help="Or any source spec, e.g. synthetic.")
+@click.option("--depth", type=click.IntRange(min=0), help="Show nodes down to this depth only.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write an icicle chart PNG here.")
+def tree(class_list: str | None, source_spec: str | None, depth: int | None, out: Path | None):
+    """Print a source's class tree (children largest first), optionally as an image."""
+    from .tree_view import icicle_png, rich_tree
+
+    src = parse_source(class_list_source(class_list, source_spec))
+    console.print(rich_tree(src.tree, depth))
+    if out:
+        icicle_png(src.tree, out, depth, title=src.spec())
+        click.echo(f"wrote {out}")
 
 
 def main():

@@ -59,6 +59,8 @@ class Subset:
             raise PolicyError(f"relabel needs one new class per current class ({self.num_classes}), got {len(new_of_current)}")
         if len(classes) != len(class_names) or new_of_current.max(initial=-1) >= len(classes):
             raise PolicyError("relabel refers to a new class that is not listed")
+        if len(set(classes)) != len(classes):
+            raise PolicyError("relabel would create two classes with the same id")
         mapping = np.append(new_of_current, np.int32(-1))  # slot -1 keeps dropped classes dropped
         class_map = mapping[self.class_map]
         samples = self.samples[class_map[self.index.labels[self.samples]] >= 0]

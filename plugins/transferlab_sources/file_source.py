@@ -67,3 +67,12 @@ def listing(problems: Sequence[tuple[str, str]]) -> str:
     if len(problems) > MAX_LISTED:
         lines.append(f"  ... and {len(problems) - MAX_LISTED} more")
     return "\n".join(lines)
+
+
+def row_splits(labels: np.ndarray, n_train: int, val_fraction: float) -> np.ndarray:
+    """Split codes of array rows: the first n_train are train, the rest test; a fixed val_fraction of each train class becomes val."""
+    splits = np.full(len(labels), split_code("test"), dtype=np.uint8)
+    splits[:n_train] = split_code("train")
+    if val_fraction > 0:
+        splits = carve_val(splits, labels, text_keys(map(str, range(len(labels)))), val_fraction)
+    return splits

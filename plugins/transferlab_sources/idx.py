@@ -11,11 +11,12 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from transferlab.data_index import DataIndex, split_code
+from transferlab.data_index import DataIndex
 from transferlab.errors import DataError
 from transferlab.images import fit
 
-from .file_source import FileSource, carve_val, check_val_fraction, text_keys
+from .file_source import FileSource, check_val_fraction, row_splits
+from .wnid_maps import FASHION_MNIST_SYNSETS
 
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -111,10 +112,7 @@ class MNIST(FileSource):
     def build_index(self) -> DataIndex:
         """Sample i is row i of train then test; a deterministic val_fraction of each train class becomes val."""
         _, labels, n_train = self.arrays
-        splits = np.full(len(labels), split_code("test"), dtype=np.uint8)
-        splits[:n_train] = split_code("train")
-        if self.val_fraction > 0:
-            splits = carve_val(splits, labels, text_keys(map(str, range(len(labels)))), self.val_fraction)
+        splits = row_splits(labels, n_train, self.val_fraction)
         return DataIndex(labels=labels, splits=splits, classes=self.class_ids, class_names=self.class_labels)
 
     def load(self, samples: np.ndarray, size: int | None = None) -> np.ndarray:
@@ -127,9 +125,9 @@ class MNIST(FileSource):
 
 @dataclasses.dataclass(frozen=True)
 class FashionMNIST(MNIST):
-    """Fashion-MNIST clothing (28×28 grayscale) from IDX files in root/FashionMNIST/raw, torchvision's layout."""
+    """Fashion-MNIST clothing (28×28 grayscale) from IDX files in root/FashionMNIST/raw; class ids are WordNet wnids."""
 
     name = "fashion_mnist"
     folder = "FashionMNIST"
-    class_ids = ("t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot")
-    class_labels = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    class_ids = tuple(wnid for wnid, _ in FASHION_MNIST_SYNSETS.values())
+    class_labels = tuple(FASHION_MNIST_SYNSETS)  # the official names

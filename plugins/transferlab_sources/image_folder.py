@@ -2,7 +2,7 @@
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
@@ -30,10 +30,10 @@ class Folder:
     images: tuple[str, ...]
 
 
-def scan(root: Path) -> dict[str, Folder]:
-    """Every folder under root by path relative to it ('' is root itself); hidden entries are ignored."""
+def scan(root: Path, base: str = "") -> dict[str, Folder]:
+    """Every folder under root/base by path relative to root ('' is root itself); hidden entries are ignored."""
     folders: dict[str, Folder] = {}
-    todo = [""]
+    todo = [base]
     while todo:
         rel = todo.pop()
         path = root / rel
@@ -54,6 +54,34 @@ def scan(root: Path) -> dict[str, Folder]:
         folders[rel] = Folder(mtime, tuple(subfolders), tuple(sorted(images)))
         todo.extend(f"{rel}/{s}" if rel else s for s in subfolders)
     return folders
+
+
+def folder_stamps(root: Path, folder: str, depth: int) -> list[tuple[str, int]]:
+    """mtimes of root/folder and its subfolders down to `depth` levels (an mtime changes when an entry is added, removed or renamed)."""
+    path = root / folder
+    try:
+        stamps = [(folder, path.stat().st_mtime_ns)]
+        if depth == 0:
+            return stamps
+        with os.scandir(path) as entries:
+            subfolders = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    except OSError as exc:
+        raise DataError(f"cannot read folder {path}: {exc.strerror or exc}") from None
+    for name in subfolders:
+        stamps += folder_stamps(root, f"{folder}/{name}", depth - 1)
+    return stamps
+
+
+def file_stamps(root: Path, names: Sequence[str]) -> list[tuple[str, int, int] | tuple[str]]:
+    """(name, mtime, size) of each file under root, or (name,) for a missing one."""
+    stamps = []
+    for name in names:
+        try:
+            stat = (root / name).stat()
+            stamps.append((name, stat.st_mtime_ns, stat.st_size))
+        except FileNotFoundError:
+            stamps.append((name,))
+    return stamps
 
 
 def class_folders(folders: dict[str, Folder], base: str, root: Path) -> dict[str, str]:
@@ -79,7 +107,7 @@ def class_folders(folders: dict[str, Folder], base: str, root: Path) -> dict[str
     if not classes and not problems:
         problems.append(f"no class folders with images under {base or '.'}")
     if problems:
-        raise DataError(f"image_folder layout problems under {root}: " + "; ".join(problems))
+        raise DataError(f"class folder problems under {root}: " + "; ".join(problems))
     return classes
 
 
@@ -111,19 +139,50 @@ def probe_all(root: Path, paths: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def list_files(layout: dict[str, dict[str, str]], folders: dict[str, Folder], classes: Sequence[str]):
-    """Class folders in (split, class) order, and per file: name, folder id, label, split code."""
+    """Per file in (split, class) order: its path relative to root, its label and its split code."""
     label_of = {c: i for i, c in enumerate(classes)}
-    folder_list, names, labels, splits = [], [], [], []
+    paths, labels, splits = [], [], []
     for split, class_dirs in layout.items():
         for class_id in sorted(class_dirs):
-            folder_list.append(class_dirs[class_id])
             files = folders[class_dirs[class_id]].images
-            names += files
+            paths += [f"{class_dirs[class_id]}/{name}" for name in files]
             labels += [label_of[class_id]] * len(files)
             splits += [split_code(split)] * len(files)
-    counts = [len(folders[f].images) for f in folder_list]
-    folder_ids = np.repeat(np.arange(len(folder_list), dtype=np.int32), counts)
-    return folder_list, names, folder_ids, np.array(labels, dtype=np.int32), np.array(splits, dtype=np.uint8)
+    return paths, np.array(labels, dtype=np.int32), np.array(splits, dtype=np.uint8)
+
+
+def index_files(root: Path, paths: Sequence[str], labels: np.ndarray, splits: np.ndarray, classes: Sequence[str],
+                class_names: Sequence[str], corrupt: str, val_fraction: float) -> DataIndex:
+    """Index image files (paths relative to root, grouped by folder): check headers, drop or report bad ones, carve val, sort by split."""
+    failures = probe_all(root, paths)
+    if failures and corrupt == "error":
+        raise DataError(f"{len(failures)} unreadable image files under {root} "
+                        f"(pass corrupt='skip' to leave them out of the index):\n{listing(failures)}")
+    bad = {p for p, _ in failures}
+    keep = np.array([p not in bad for p in paths], dtype=bool)
+    kept = [p.rpartition("/") for p in paths if p not in bad]
+    folder_of, names = [folder for folder, _, _ in kept], [name for _, _, name in kept]
+    folders = tuple(dict.fromkeys(folder_of))
+    position = {folder: i for i, folder in enumerate(folders)}
+    folder_ids = np.array([position[f] for f in folder_of], dtype=np.int32)
+    labels, splits = labels[keep], splits[keep]
+    if val_fraction > 0:
+        keys = text_keys(f"{classes[label]}/{n}" for label, n in zip(labels.tolist(), names))
+        splits = carve_val(splits, labels, keys, val_fraction)
+    order = np.argsort(splits, kind="stable")
+    files = np.array([os.fsencode(n) for n in names], dtype=np.bytes_)
+    return DataIndex(labels=labels[order], splits=splits[order], classes=tuple(classes), class_names=tuple(class_names),
+                     files=files[order], folder_ids=folder_ids[order], folders=folders, skipped=tuple(sorted(bad)))
+
+
+def cached_index(kind: str, key: str, build: Callable[[], DataIndex]) -> DataIndex:
+    """The index cached under `kind-key`, built and saved on the first call."""
+    path = cache_dir("index") / f"{kind}-{key}.npz"
+    if path.exists():
+        return DataIndex.load(path)
+    index = build()
+    index.save(path)
+    return index
 
 
 def try_decode(path: Path, size: int | None) -> tuple[np.ndarray | None, str | None]:
@@ -132,6 +191,22 @@ def try_decode(path: Path, size: int | None) -> tuple[np.ndarray | None, str | N
         return decode_image(path, size), None
     except Exception as exc:  # PIL raises many types for corrupt data
         return None, f"{type(exc).__name__}: {exc}"
+
+
+def load_files(root: Path, index: DataIndex, samples: np.ndarray, size: int | None) -> np.ndarray:
+    """Decode the samples' files (relative to root) to RGB in a thread pool; every failure is reported in one DataError."""
+    paths = [index.path(i) for i in np.asarray(samples, dtype=np.int64).tolist()]
+    with ThreadPoolExecutor() as pool:
+        decoded = list(pool.map(lambda p: try_decode(root / p, size), paths))
+    failures = [(p, reason) for p, (_, reason) in zip(paths, decoded) if reason]
+    if failures:
+        raise DataError(f"could not decode {len(failures)} of {len(paths)} images under {root}:\n{listing(failures)}")
+    images = [pixels for pixels, _ in decoded]
+    odd = next((i for i, image in enumerate(images) if image.shape != images[0].shape), None)
+    if odd is not None:
+        raise DataError(f"images under {root} differ in size ({paths[0]} is {images[0].shape[1]}×{images[0].shape[0]}, "
+                        f"{paths[odd]} is {images[odd].shape[1]}×{images[odd].shape[0]}); pass size=N to resize them to N×N")
+    return np.stack(images) if images else np.zeros((0, size or 0, size or 0, 3), dtype=np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,12 +227,7 @@ class ImageFolder(FileSource):
     def build_index(self) -> DataIndex:
         """The folder tree's index, reloaded from the cache while no folder under root has changed."""
         folders = scan(self.path)
-        cached = cache_dir("index") / f"image_folder-{self.cache_key(folders)}.npz"
-        if cached.exists():
-            return DataIndex.load(cached)
-        index = self.index_folders(folders)
-        index.save(cached)
-        return index
+        return cached_index("image_folder", self.cache_key(folders), lambda: self.index_folders(folders))
 
     def cache_key(self, folders: dict[str, Folder]) -> str:
         """Key of the absolute root, every folder's mtime and the parameters that shape the index."""
@@ -165,27 +235,12 @@ class ImageFolder(FileSource):
         return cache_key(INDEX_CACHE_VERSION, self.path, self.val_fraction, self.corrupt, mtimes)
 
     def index_folders(self, folders: dict[str, Folder]) -> DataIndex:
-        """Index the scanned folders: read every header, drop or report bad files, carve val, sort by split."""
+        """Index the scanned folders: class ids are folder paths (below the split folder), names their last part."""
         layout = split_layout(folders, self.path)
         classes = sorted(layout["train"])
-        folder_list, names, folder_ids, labels, splits = list_files(layout, folders, classes)
-        paths = [f"{folder_list[i]}/{n}" for i, n in zip(folder_ids.tolist(), names)]
-        failures = probe_all(self.path, paths)
-        if failures and self.corrupt == "error":
-            raise DataError(f"{len(failures)} unreadable image files under {self.path} "
-                            f"(pass corrupt='skip' to leave them out of the index):\n{listing(failures)}")
-        bad = {p for p, _ in failures}
-        keep = np.array([p not in bad for p in paths], dtype=bool)
-        names = [n for n, p in zip(names, paths) if p not in bad]
-        folder_ids, labels, splits = folder_ids[keep], labels[keep], splits[keep]
-        if "val" not in layout and self.val_fraction > 0:
-            keys = text_keys(f"{classes[label]}/{n}" for label, n in zip(labels.tolist(), names))
-            splits = carve_val(splits, labels, keys, self.val_fraction)
-        order = np.argsort(splits, kind="stable")
-        files = np.array([os.fsencode(n) for n in names], dtype=np.bytes_)
-        return DataIndex(labels=labels[order], splits=splits[order], classes=tuple(classes),
-                         class_names=tuple(c.rsplit("/", 1)[-1] for c in classes),
-                         files=files[order], folder_ids=folder_ids[order], folders=tuple(folder_list), skipped=tuple(sorted(bad)))
+        paths, labels, splits = list_files(layout, folders, classes)
+        return index_files(self.path, paths, labels, splits, classes, [c.rsplit("/", 1)[-1] for c in classes],
+                           self.corrupt, 0.0 if "val" in layout else self.val_fraction)
 
     def build_tree(self) -> ClassTree:
         """Nested class folders as a tree: node ids are folder paths, names their last part."""
@@ -193,15 +248,5 @@ class ImageFolder(FileSource):
 
     def load(self, samples: np.ndarray, size: int | None = None) -> np.ndarray:
         """Decode the samples' files to RGB; every failure is reported in one DataError."""
-        paths = [self.index.path(i) for i in np.asarray(samples, dtype=np.int64).tolist()]
-        with ThreadPoolExecutor() as pool:
-            decoded = list(pool.map(lambda p: try_decode(self.path / p, size), paths))
-        failures = [(p, reason) for p, (_, reason) in zip(paths, decoded) if reason]
-        if failures:
-            raise DataError(f"could not decode {len(failures)} of {len(paths)} images under {self.path}:\n{listing(failures)}")
-        images = [pixels for pixels, _ in decoded]
-        odd = next((i for i, image in enumerate(images) if image.shape != images[0].shape), None)
-        if odd is not None:
-            raise DataError(f"images under {self.path} differ in size ({paths[0]} is {images[0].shape[1]}×{images[0].shape[0]}, "
-                            f"{paths[odd]} is {images[odd].shape[1]}×{images[odd].shape[0]}); pass size=N to resize them to N×N")
-        return np.stack(images) if images else np.zeros((0, size or 0, size or 0, 3), dtype=np.uint8)
+        return load_files(self.path, self.index, samples, size)
+

@@ -133,7 +133,7 @@ class Synthetic(Source):
             with ThreadPoolExecutor(max_workers=workers()) as pool, \
                     Progress(console=Console(stderr=True), transient=True, disable=len(out) < SHOW_PROGRESS_FROM) as progress:
                 task = progress.add_task(f"generating {self.spec()}", total=len(out))
-                for n in pool.map(lambda job: self.run_job(out, *job), jobs):
+                for n in pool.map(lambda job, out=out: self.run_job(out, *job), jobs):
                     progress.advance(task, n)
             out.flush()
             del out

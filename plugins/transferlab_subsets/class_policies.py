@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-from transferlab import Policy, PolicyError, Seeds, SpecError, Subset
+from transferlab import DataError, Policy, PolicyError, Seeds, SpecError, Subset
 from transferlab.class_tree import ClassTree
 
 
@@ -57,7 +57,8 @@ SPLIT_TOLERANCE = 0.05  # min_overlap halves may differ by this fraction of the 
 
 
 def class_anchors(subset: Subset, tree: ClassTree) -> np.ndarray:
-    """Tree node of every current class: the lowest common ancestor of the leaves of its source classes."""
+    """Tree node of every current class: the node its id names if that node holds all its source classes (a merged
+    WordNet class, or an ImageNet-21k class whose leaf `<wnid>/self` hangs under `<wnid>`), else their lowest common ancestor."""
     if tree.num_classes != len(subset.class_map):
         raise PolicyError(f"the class tree has {tree.num_classes} classes, but the source has {len(subset.class_map)}")
     parents, depths = tree.parents.tolist(), tree.depths.tolist()
@@ -74,6 +75,13 @@ def class_anchors(subset: Subset, tree: ClassTree) -> np.ndarray:
             while a != b:
                 a, b = parents[a], parents[b]
         anchors[current] = b
+    for current, class_id in enumerate(subset.classes):
+        try:
+            named = tree.node(class_id)
+        except DataError:
+            continue
+        if anchors[current] < 0 or named == anchors[current] or named in tree.ancestors(int(anchors[current])):
+            anchors[current] = named
     return anchors
 
 
@@ -83,8 +91,9 @@ def nodes_bottom_up(tree: ClassTree) -> np.ndarray:
 
 
 def split_overlap(tree: ClassTree, classes_a: Sequence[int], classes_b: Sequence[int]) -> int:
-    """How much two sets of the tree's classes (class numbers) share: the number of tree nodes other than the root
-    with classes of both sets beneath them (0 when the root's children divide them cleanly)."""
+    """How much two sets of the tree's classes share: the number of tree nodes other than the root with classes of both
+    sets beneath them (0 when the root's children divide them cleanly). Classes are source class numbers, e.g. a
+    manifest's `np.flatnonzero(manifest.class_map >= 0)`."""
     below = np.zeros((len(tree.nodes), 2), dtype=bool)
     below[tree.class_nodes[np.asarray(classes_a, dtype=np.int64)], 0] = True
     below[tree.class_nodes[np.asarray(classes_b, dtype=np.int64)], 1] = True
