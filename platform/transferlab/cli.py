@@ -1,6 +1,7 @@
 """The `transferlab` command line: a thin layer over the library."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,11 +15,15 @@ from rich.table import Table
 from . import policies as parse_policies
 from . import source as parse_source
 from .components import signature
+from .defaults import DEFAULTS
 from .errors import TransferlabError
 from .plugins import get_registry
 from .policies import make_manifest
 
 console = Console()
+# OpenMP threads that spin while waiting make torch ~50× slower when another process shares the cores (2-core CI, xdist);
+# set before torch is first imported (this module does not import it).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class CLI(click.Group):
@@ -148,6 +153,77 @@ def tree(class_list: str | None, source_spec: str | None, depth: int | None, out
     if out:
         icicle_png(src.tree, out, depth, title=src.spec())
         click.echo(f"wrote {out}")
+
+
+
+def pretrain_options(command):
+    """The options that define a pretraining run, shared by `pretrain` and `run`."""
+    options = [
+        click.option("--source", default=DEFAULTS["source"], show_default=True, help="Pretraining source spec."),
+        click.option("--policy", default=DEFAULTS["policy"], show_default=True, help="Subset policy chain, e.g. \"images_per_class(n=20)\"."),
+        click.option("--backbone", default=DEFAULTS["backbone"], show_default=True, help="Backbone spec, e.g. \"timm(model='resnet18')\"."),
+        click.option("--training", default=DEFAULTS["training"], show_default=True, help="Training recipe, e.g. \"train(epochs=5, lr=0.05)\"."),
+        click.option("--seed", default=DEFAULTS["seed"], show_default=True, type=click.IntRange(min=0), help="Seed of the subset and the training."),
+        click.option("--experiment", help="MLflow experiment (default: the one `mlflow run` chose, else 'transferlab')."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def transfer_options(command):
+    """The options that define a transfer measurement, shared by `transfer` and `run`."""
+    command = click.option("--tasks", default=DEFAULTS["tasks"], show_default=True, help="Transfer tasks, a `|` chain.")(command)
+    return click.option("--target", default=DEFAULTS["target"], show_default=True, help="Target source spec.")(command)
+
+
+@cli.command()
+@pretrain_options
+def pretrain(source: str, policy: str, backbone: str, training: str, seed: int, experiment: str | None):
+    """Pretrain a backbone on a subset, tracked in MLflow; an identical finished run is reused, a killed one resumed."""
+    from .pipeline import pretrain_metrics, pretrain_run
+
+    run_id = pretrain_run(source, policy, backbone, training, seed, experiment)
+    print_summary({"pretraining run": run_id}, pretrain_metrics(run_id))
+
+
+@cli.command()
+@click.argument("run_id")
+@transfer_options
+def transfer(run_id: str, target: str, tasks: str):
+    """Measure how a finished pretraining run's features transfer to a target; results are child runs of RUN_ID."""
+    from .pipeline import transfer_run
+
+    print_summary({"pretraining run": run_id}, transfer_run(run_id, target, tasks))
+
+
+@cli.command()
+@pretrain_options
+@transfer_options
+def run(source: str, policy: str, backbone: str, training: str, seed: int, experiment: str | None, target: str, tasks: str):
+    """The main job (what `mlflow run .` runs): pretrain, then measure transfer."""
+    from .pipeline import main_run
+
+    result = main_run(source, policy, backbone, training, seed, target, tasks, experiment)
+    print_summary({"main run": result.main_run, "pretraining run": result.pretrain_run}, result.metrics)
+
+
+def print_summary(runs: dict[str, str], metrics: dict[str, float]) -> None:
+    """Run ids, key metrics and how to look at them in the MLflow UI."""
+    import mlflow
+
+    table = Table("metric", "value", title="results", title_justify="left")
+    for name in sorted(metrics):
+        if name.startswith("transfer.") or name in ("pretrain.val_top1", "pretrain.train_loss", "pretrain.images_per_s"):
+            table.add_row(escape(name), f"{metrics[name]:.4g}")
+    for role, run_id in runs.items():
+        console.print(f"[bold]{role}[/] {run_id}")
+    console.print(table)
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        console.print(f"MLflow UI: {escape(uri)}  (runs: Experiments → the experiment → Chart view to compare)")
+    else:
+        console.print(f"MLflow UI: [bold]mlflow ui --backend-store-uri {escape(uri)}[/], then open http://127.0.0.1:5000")
 
 
 def main():

@@ -29,6 +29,10 @@ class Source(Component):
         """Pixels of the given samples as uint8 [n, H, W, 3]; `size` resizes to size×size (shorter side, centre crop)."""
         raise NotImplementedError(f"source {self.name} does not implement load()")
 
+    def label(self) -> str:
+        """Short name used in metric names, e.g. `transfer.linear.<label>.test_top1`."""
+        return self.name
+
     @cached_property
     def index(self) -> DataIndex:
         """The sample index, built once per object."""

@@ -96,6 +96,10 @@ class Synthetic(Source):
         """Identity of the data: spec, index and generator version (new drawing code means new pixels)."""
         return hashlib.sha256(f"{self.spec()}\x00{self.index.fingerprint()}\x00{GENERATOR_VERSION}".encode()).hexdigest()
 
+    def label(self) -> str:
+        """`synthetic`, or `synthetic_heldout` for the held-out classes (the default transfer target)."""
+        return self.name if self.part == "pretrain" else f"{self.name}_heldout"
+
     def split_counts(self) -> tuple[int, int, int]:
         """Images per class in train, val and test."""
         return self.train, self.val, self.test

@@ -1,0 +1,114 @@
+"""Benchmark: pretraining throughput of `training.pretrain` ÷ a bare PyTorch loop on the same model, batch and in-memory data.
+
+Both run in this process, interleaved (bare, platform, bare, platform, ...) after a warm-up of each, so that drift and
+other load hit both alike; the ratio compares medians. The bare loop is the ceiling: pre-normalised float batches
+sliced from memory, forward, loss, backward, SGD step — no augmentation, no schedule, no progress display. The
+platform's images/s is the one it logs (its training loop with loading, augmentation and schedule; eval excluded).
+Targets: ≥ 0.95 on CPU; ≥ 0.90 on CUDA with the subset resident, bf16 autocast and channels_last.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+import transferlab as tl
+from transferlab.cache import CACHE_ENV
+from transferlab.devices import autocast, device_name, prepare, resolve_device, synchronize
+from transferlab.image_cache import image_cache
+from transferlab.loader import fits_on_device, normalize, to_device
+from transferlab.training import make_optimizer, pretrain
+from transferlab.training_spec import Training
+
+TARGET = {"cpu": 0.95, "cuda": 0.90}
+
+
+def bare_loop(model: torch.nn.Module, data: torch.Tensor, labels: torch.Tensor, spec: Training, device: torch.device) -> float:
+    """Images/s of the plainest loop over the whole of `data` (float [n, 3, R, R] on the device) in batches of spec.batch_size."""
+    optimizer = make_optimizer(model, spec)
+    b = spec.batch_size
+    synchronize(device)
+    start = time.perf_counter()
+    for i in range(0, len(data) - b + 1, b):
+        with autocast(device):
+            loss = F.cross_entropy(model(data[i:i + b]), labels[i:i + b])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    synchronize(device)
+    return (len(data) // b) * b / (time.perf_counter() - start)
+
+
+def platform_loop(backbone, model, images, manifest, spec: Training, folder: Path, run: int) -> float:
+    """Images/s that `pretrain` logs for one epoch over the manifest (no val set, so nothing but training is timed)."""
+    logged = []
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    pretrain(backbone, model, images, manifest, empty, spec, folder / f"run{run}.pt", lambda m, s: logged.append(m), seed=run, progress=False)
+    return logged[-1]["pretrain.images_per_s"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="timm('resnet10t', small_stem='off')")
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, help="default: 128 on CPU, 512 on CUDA")
+    parser.add_argument("--steps", type=int, help="optimizer steps per timed repeat; default: 12 on CPU, 200 on CUDA")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ[CACHE_ENV] = folder
+        device = resolve_device(args.device)
+        args.batch_size = args.batch_size or (512 if device.type == "cuda" else 128)
+        args.steps = args.steps or (200 if device.type == "cuda" else 12)
+        spec = Training(epochs=1, batch_size=args.batch_size, resolution=args.resolution, device=args.device, compile=args.compile)
+        per_class = -(-args.steps * args.batch_size // 64)  # the default synthetic tree has 64 pretraining classes
+        source_spec = f"synthetic(train={per_class}, val=0, test=0)"
+        source = tl.source(source_spec)
+        manifest = tl.select(source_spec)
+        images = image_cache(source, args.resolution)
+        backbone = tl.get_registry().parse("backbone", args.backbone)
+        torch.manual_seed(0)
+        model = backbone.build(manifest.num_classes, args.resolution)
+        net = prepare(model, device, args.compile)
+        n = len(manifest.samples) // args.batch_size * args.batch_size
+        data = normalize(to_device(images, manifest.samples[:n], device))
+        labels = torch.as_tensor(manifest.labels[:n], dtype=torch.int64, device=device)
+        resident = fits_on_device(len(manifest.samples) * images[0].nbytes, device, spec.device_share)
+
+        bare_loop(net, data, labels, spec, device)  # warm-up: kernels, allocator, compilation
+        platform_loop(backbone, model, images, manifest, spec, Path(folder), 0)
+        bare, platform = [], []
+        for run in range(1, args.repeats + 1):
+            bare.append(bare_loop(net, data, labels, spec, device))
+            platform.append(platform_loop(backbone, model, images, manifest, spec, Path(folder), run))
+
+    ratio = statistics.median(platform) / statistics.median(bare)
+    target = TARGET.get(device.type, TARGET["cuda"])
+    console = Console()
+    console.print(f"[bold]{backbone.spec()}[/] at {args.resolution} px, batch {args.batch_size}, {n // args.batch_size} steps × "
+                  f"{args.repeats} repeats on {device_name(device)}; torch {torch.__version__}; subset resident: {resident}; "
+                  f"bf16 autocast + channels_last: {device.type == 'cuda'}; compile: {args.compile}")
+    table = Table()
+    for column in ("loop", "median images/s", "best images/s", "all runs"):
+        table.add_column(column, justify="left" if column == "loop" else "right")
+    table.add_row("bare PyTorch", f"{statistics.median(bare):,.0f}", f"{max(bare):,.0f}", " ".join(f"{v:,.0f}" for v in bare))
+    table.add_row("transferlab pretrain", f"{statistics.median(platform):,.0f}", f"{max(platform):,.0f}", " ".join(f"{v:,.0f}" for v in platform))
+    table.add_row("ratio (median)", f"{ratio:.3f}", f"target ≥ {target:.2f}", "[green]PASS[/]" if ratio >= target else "[red]FAIL[/]")
+    console.print(table)
+    return 0 if ratio >= target else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Backbones: the Backbone base class; builders return a torch module with timm's feature/head interface."""
+
+import dataclasses
+
+import torch
+
+from .components import Component
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone(Component):
+    """Builds a randomly initialised network; features are the pooled penultimate activations."""
+
+    kind = "backbone"
+
+    def build(self, num_classes: int, resolution: int) -> torch.nn.Module:
+        """A new network with a `num_classes`-way head for `resolution`-pixel inputs."""
+        raise NotImplementedError(f"backbone {self.name} does not implement build()")
+
+    def features(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Pooled penultimate features [B, D] of normalised images [B, 3, H, W]."""
+        return model.forward_head(model.forward_features(images), pre_logits=True)
+
+    def feature_dim(self, model: torch.nn.Module) -> int:
+        """Width D of `features`."""
+        return int(model.num_features)
+
+    def reset_head(self, model: torch.nn.Module, num_classes: int) -> torch.nn.Module:
+        """The same network with a new, freshly initialised `num_classes`-way head."""
+        model.reset_classifier(num_classes)
+        return model

@@ -1,0 +1,65 @@
+"""The one place that decides how a device runs: which device, precision, memory layout, memory size, compilation."""
+
+import contextlib
+import os
+
+import torch
+
+from .errors import SpecError
+
+
+def resolve_device(requested: str) -> torch.device:
+    """'auto' → the first CUDA device if there is one, else the CPU; 'cuda' without a CUDA device is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SpecError(f"device '{requested}' was requested, but this machine has no CUDA device; use device='auto' or 'cpu'")
+    return device
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; fp32 (no autocast) elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on CUDA (tensor cores want NHWC), the default layout elsewhere."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def prepare(model: torch.nn.Module, device: torch.device, compile: bool = False) -> torch.nn.Module:
+    """Move `model` to `device` in its memory format (in place); return it, or a compiled wrapper sharing its weights."""
+    model.to(device=device, memory_format=memory_format(device))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels once
+    return torch.compile(model) if compile else model
+
+
+def upload(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on the device; on CUDA copied through pinned memory without stalling the queue of GPU work."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def memory_bytes(device: torch.device) -> int:
+    """Total memory of the device: the GPU's memory, or the machine's RAM for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on the device (for honest timings)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable device name, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu (2 threads)'."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"

@@ -1,0 +1,159 @@
+"""Pretraining: one readable loop with warmup + cosine/step schedule, held-out val top-1 per epoch, atomic checkpoints, exact resume."""
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .backbones import Backbone
+from .cache import atomic_path
+from .devices import autocast, prepare, resolve_device, synchronize
+from .errors import TransferlabError
+from .loader import augment, batches, epoch_generator, fits_on_device, normalize, to_device
+from .manifest import Manifest
+from .training_spec import Training
+
+CHECKPOINT_FORMAT = 1
+STEP_DECAY = ((0.5, 0.1), (0.75, 0.1))  # 'step' schedule: × 0.1 after half and after three quarters of the post-warmup steps
+
+
+def pretrain(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, manifest: Manifest, val: tuple[np.ndarray, np.ndarray],
+             spec: Training, checkpoint: Path, log: Callable[[dict[str, float], int], None], *, seed: int = 0,
+             progress: bool = True) -> dict[str, float]:
+    """Train `model` (in place) on the manifest's samples of `images`; resume from `checkpoint` if it exists; return the last metrics.
+
+    Every epoch — a pass over the subset, or `len(subset) // batch_size` steps when the length is given in steps — ends
+    with held-out val top-1, an atomic checkpoint, and `log(metrics, step)`. Crops and order depend on (seed, epoch) only.
+    """
+    device = resolve_device(spec.device)
+    net = prepare(model, device, spec.compile)
+    optimizer = make_optimizer(model, spec)
+    train_samples, train_labels = manifest.samples, manifest.labels
+    val_samples, val_labels = np.asarray(val[0]), np.asarray(val[1])
+    image_bytes = math.prod(images.shape[1:])
+    resident = fits_on_device((len(train_samples) + len(val_samples)) * image_bytes, device, spec.device_share)
+    if resident:  # copy the subset to the device once; batches are then gathered there
+        train_images, train_samples = to_device(images, train_samples, device), np.arange(len(train_samples))
+        val_images, val_samples = to_device(images, val_samples, device), np.arange(len(val_samples))
+    else:
+        train_images = val_images = images
+    drop_last = len(train_samples) >= spec.batch_size  # a last partial batch would give noisy steps (or a batch of one)
+    steps_per_epoch = len(train_samples) // spec.batch_size if drop_last else 1
+    total_steps = spec.steps if spec.length == "steps" else spec.epochs * steps_per_epoch
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    key = f"{backbone.spec()} | {spec.spec()} | {manifest.digest} | seed={seed}"
+
+    step, first_epoch, history = 0, 0, []
+    if checkpoint.exists():
+        step, first_epoch, history = load_checkpoint(checkpoint, key, model, optimizer)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[result]}"),
+                  console=Console(stderr=True), disable=not progress) as bars:
+        for epoch in range(first_epoch, epochs):
+            epoch_steps = min(steps_per_epoch, total_steps - step)
+            bar = bars.add_task(f"pretrain epoch {epoch + 1}/{epochs}", total=epoch_steps, result="")
+            net.train()
+            generator = epoch_generator(seed, epoch)
+            loss_sum, seen = torch.zeros((), device=device), 0
+            start = time.perf_counter()
+            for x, y in batches(train_images, train_samples, train_labels, spec.batch_size, device, shuffle=True, seed=seed, epoch=epoch,
+                                resident=resident, drop_last=drop_last):
+                lr = learning_rate(spec, step, total_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                inputs = augment(x, generator)
+                with autocast(device):
+                    loss = F.cross_entropy(net(inputs), y, label_smoothing=spec.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach()
+                seen += len(y)
+                step += 1
+                bars.advance(bar)
+                if step == total_steps:
+                    break
+            synchronize(device)
+            seconds = time.perf_counter() - start
+            metrics = {"pretrain.train_loss": loss_sum.item() / epoch_steps, "pretrain.lr": lr, "pretrain.images_per_s": seen / seconds,
+                       "pretrain.epoch": float(epoch + 1)}
+            if len(val_samples):
+                metrics["pretrain.val_top1"] = evaluate(net, val_images, val_samples, val_labels, 2 * spec.batch_size, device, resident)
+            history.append(metrics)
+            save_checkpoint(checkpoint, key, model, optimizer, step, epoch + 1, history)
+            bars.update(bar, result=summary(metrics))
+            log(metrics, step)
+    return dict(history[-1])
+
+
+def learning_rate(spec: Training, step: int, total_steps: int) -> float:
+    """Learning rate of optimizer step `step` (0-based): linear warmup over the first `warmup` fraction, then cosine or step decay."""
+    warmup = round(spec.warmup * total_steps)
+    if step < warmup:
+        return spec.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    if spec.schedule == "cosine":
+        return spec.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return spec.lr * math.prod(factor for at, factor in STEP_DECAY if progress >= at)
+
+
+def make_optimizer(model: torch.nn.Module, spec: Training) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum or AdamW; weight decay on weight matrices and kernels only, not on norms and biases."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": spec.weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, nesterov=spec.momentum > 0)
+    return torch.optim.AdamW(groups, lr=spec.lr)
+
+
+@torch.inference_mode()
+def evaluate(net: torch.nn.Module, images, samples: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device,
+             resident: bool) -> float:
+    """Top-1 accuracy in percent on centre (uncropped) images."""
+    net.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for x, y in batches(images, samples, labels, batch_size, device, shuffle=False, seed=0, epoch=0, resident=resident):
+        with autocast(device):
+            correct += (net(normalize(x)).argmax(1) == y).sum()
+    net.train()
+    return 100.0 * correct.item() / len(samples)
+
+
+def save_checkpoint(path: Path, key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, epoch: int,
+                    history: list[dict[str, float]]) -> None:
+    """Write everything a resume needs (tensors, numbers, strings only, so `weights_only=True` loads it), atomically."""
+    state = {
+        "format": CHECKPOINT_FORMAT, "key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "step": step, "epoch": epoch, "history": history,
+        "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int, list[dict[str, float]]]:
+    """Restore model, optimizer and random state from a checkpoint of the same run; return (step, epochs done, metric history)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("key") != key:
+        raise TransferlabError(f"checkpoint {path} belongs to another training run ({state.get('key')!r}), not to {key!r}; move it away to start afresh")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if state["rng"]["cuda"]:
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return state["step"], state["epoch"], state["history"]
+
+
+def summary(metrics: dict[str, float]) -> str:
+    """One line for the progress display: loss, val top-1, throughput."""
+    text = f"loss {metrics['pretrain.train_loss']:.3f}"
+    if "pretrain.val_top1" in metrics:
+        text += f"  val top-1 {metrics['pretrain.val_top1']:.1f}%"
+    return text + f"  {metrics['pretrain.images_per_s']:,.0f} img/s"

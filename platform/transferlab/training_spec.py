@@ -1,0 +1,48 @@
+"""The training recipe of a pretraining run: optimizer, schedule, length, resolution, device."""
+
+import dataclasses
+from typing import Literal
+
+from .components import Component
+from .errors import SpecError
+
+
+@dataclasses.dataclass(frozen=True)
+class Training(Component):
+    """How to pretrain: length in epochs or optimizer steps (exactly one), optimizer, schedule, augmentation size."""
+
+    kind = "training"
+    name = "train"
+    epochs: int | None = 3
+    steps: int | None = None
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "step"] = "cosine"
+    warmup: float = 0.05
+    label_smoothing: float = 0.1
+    resolution: int = 32
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    device_share: float = 0.5
+
+    def validate(self):
+        if (self.epochs is None) == (self.steps is None):
+            raise SpecError(f"train: give exactly one of epochs or steps, got epochs={self.epochs}, steps={self.steps}")
+        if (self.epochs or self.steps) < 1:
+            raise SpecError("train: epochs or steps must be at least 1")
+        if self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise SpecError("train: needs batch_size >= 1, lr > 0, weight_decay >= 0 and 0 <= momentum < 1")
+        if not 0 <= self.warmup < 1 or not 0 <= self.label_smoothing < 1:
+            raise SpecError("train: warmup (a fraction of all steps) and label_smoothing must lie in [0, 1)")
+        if not 8 <= self.resolution <= 1024:
+            raise SpecError(f"train: resolution must lie in 8..1024 pixels, got {self.resolution}")
+        if not 0 < self.device_share <= 1:
+            raise SpecError(f"train: device_share (the share of device memory a resident subset may use) must lie in (0, 1], got {self.device_share}")
+
+    @property
+    def length(self) -> str:
+        """Which length is held fixed: 'epochs' or 'steps' (studies must know)."""
+        return "epochs" if self.epochs is not None else "steps"

@@ -1,0 +1,74 @@
+"""Full fine-tuning: the whole pretrained network with a new head, SGD (nesterov) with a cosine schedule."""
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from transferlab import SpecError
+from transferlab.devices import autocast
+from transferlab.loader import augment, batches, epoch_generator, fits_on_device, normalize
+from transferlab.tasks import Task, TransferContext
+
+from .scores import mean_class_accuracy, top1
+
+RESIDENT_SHARE = 0.25  # the target's training images live on the device when they fit in this share of its memory
+
+
+@dataclasses.dataclass(frozen=True)
+class Finetune(Task):
+    """Train every layer on the target's train split with pretraining's augmentation; val top-1 at the end, test once."""
+
+    name = "finetune"
+    epochs: int = 10
+    lr: float = 0.01
+    batch_size: int = 64
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+    def validate(self) -> None:
+        """Positive length, batch and learning rate; momentum in [0, 1); weight decay >= 0."""
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise SpecError(f"finetune: needs epochs, batch_size >= 1, lr > 0, 0 <= momentum < 1, weight_decay >= 0; got {self.spec()}")
+
+    def run(self, ctx: TransferContext) -> dict[str, float]:
+        """test_top1, test_mean_class_acc, val_top1 (after the last epoch; nothing is chosen on val) and train_loss (last epoch)."""
+        model = ctx.fresh_model(ctx.num_classes)
+        samples, labels = ctx.samples("train"), ctx.labels("train")
+        resident = fits_on_device(len(samples) * ctx.image_cache[0].nbytes, ctx.device, RESIDENT_SHARE)
+        drop_last = len(samples) > self.batch_size  # never a batch of one in train-mode batch norm
+        steps = self.epochs * (len(samples) // self.batch_size if drop_last else 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum, nesterov=self.momentum > 0,
+                                    weight_decay=self.weight_decay)
+        step = 0
+        for epoch in range(self.epochs):
+            generator, losses = epoch_generator(ctx.seed, epoch), []
+            for x, y in batches(ctx.image_cache, samples, labels, self.batch_size, ctx.device, shuffle=True, seed=ctx.seed,
+                                epoch=epoch, resident=resident, drop_last=drop_last):
+                for group in optimizer.param_groups:
+                    group["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+                with autocast(ctx.device):
+                    loss = F.cross_entropy(model(augment(x, generator)), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.detach())
+                step += 1
+        val, test = (predict(model, ctx, split) for split in ("val", "test"))
+        y_val, y_test = (torch.as_tensor(ctx.labels(split), device=ctx.device) for split in ("val", "test"))
+        return {"test_top1": top1(test, y_test), "test_mean_class_acc": mean_class_accuracy(test, y_test),
+                "val_top1": top1(val, y_val), "train_loss": torch.stack(losses).float().mean().item()}
+
+
+def predict(model: torch.nn.Module, ctx: TransferContext, split: str) -> torch.Tensor:
+    """Predicted classes of a split's images (no augmentation), in eval mode."""
+    model.eval()
+    samples = ctx.samples(split)
+    predicted = []
+    with torch.inference_mode(), autocast(ctx.device):
+        for x, _ in batches(ctx.image_cache, samples, np.zeros(len(samples)), ctx.batch_size, ctx.device, shuffle=False,
+                            seed=0, epoch=0, resident=False):
+            predicted.append(model(normalize(x)).argmax(dim=1))
+    return torch.cat(predicted)
