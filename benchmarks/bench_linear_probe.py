@@ -6,6 +6,7 @@ starting from the chosen solution, score test once. scikit-learn gets C = 1 / (l
 tolerance, history and iteration cap.
 """
 
+import os
 import time
 
 import numpy as np
@@ -82,7 +83,9 @@ def main() -> int:
         table.add_row("transferlab linear (torch L-BFGS)", device_name(device), f"{seconds:.2f} s", f"{sklearn_s / seconds:.2f}",
                       f"{ours['l2']:g}", f"{ours['val_top1']:.2f}", f"{ours['test_top1']:.2f}", f"{delta:+.2f}",
                       "PASS" if abs(delta) <= TARGET_POINTS else "FAIL")
-    Console(width=180).print(table)
+    console = Console(width=180)
+    console.print(table)
+    console.print(f"load average over the last minute: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work on the machine slows both sides)")
     return int(failed)
 
 

@@ -1,9 +1,17 @@
 """Shared fixtures: every test gets its own cache folder and a fresh plugin registry."""
 
-import numpy as np
-import pytest
+import os
 
-from transferlab import DataIndex, plugins
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported; see transferlab/__init__.py
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from transferlab import DataIndex, plugins  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # one thread per worker: 2 workers × 2 threads on 2 cores slows small ops many times over
 
 
 @pytest.fixture(autouse=True)

@@ -1,15 +1,9 @@
-"""Fixtures for tests that write MLflow records: a private sqlite store per test, tiny pretraining and transfer specs."""
+"""Fixtures for tests that write MLflow records (load with `pytest_plugins`): a private sqlite store per test."""
 
 import shutil
 
 import pytest
 from mlflow import MlflowClient
-
-SOURCE = "synthetic(branching=[2, 2, 2], train=20, val=5, test=5)"  # 4 pretraining classes, 80 training images
-TARGET = "synthetic(branching=[2, 2, 2], part='heldout', train=20, val=5, test=5)"
-BACKBONE = "timm(model='resnet10t')"
-TRAINING = "train(epochs=2, batch_size=16, resolution=16)"
-TINY = {"source": SOURCE, "policy": "all", "backbone": BACKBONE, "training": TRAINING, "seed": 0}
 
 
 @pytest.fixture(scope="session")

@@ -2,15 +2,18 @@
 
 import json
 import os
+import re
+from pathlib import Path
 
 import mlflow
 import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from mlflow_store import SOURCE, TARGET, TINY
-from transferlab import pipeline, select, tracking
+from tiny_specs import SOURCE, TARGET, TINY
+from transferlab import get_registry, pipeline, select, source, tracking
 from transferlab.cli import cli
+from transferlab.tasks import TransferContext
 
 pytest_plugins = ["mlflow_store"]  # fixtures: empty_store, store
 
@@ -146,6 +149,7 @@ def test_cli_run_nests_pretraining_under_main_and_reuses_it_next_time(store):
     assert transfer.data.tags["mlflow.parentRunId"] == pretrain.info.run_id
     assert main.data.params["tasks"] == "knn" and main.data.params["source"] == SOURCE
     assert {"pretrain.val_top1", "transfer.knn.synthetic_heldout.test_top1"} <= set(main.data.metrics)
+    assert [d.dataset.digest for d in main.inputs.dataset_inputs] == [d.dataset.digest for d in pretrain.inputs.dataset_inputs]
 
     again = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert again.exit_code == 0 and "reusing finished pretraining run" in again.output
@@ -164,3 +168,15 @@ def test_cli_bad_specs_exit_2_before_any_run(store, args, message):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and message in result.output, result.output
     assert not os.path.exists("mlruns") and MlflowClient().search_experiments(filter_string="name != 'Default'") == []
+
+
+def test_readme_task_plugin_example_runs_on_a_transfer_context():
+    code = re.search(r"```python\n(# centroid\.py.*?)```", (Path(__file__).parents[1] / "README.md").read_text(), re.S).group(1)
+    namespace = {}
+    exec(code, namespace)
+    backbone = get_registry().parse("backbone", TINY["backbone"])
+    target = source(TARGET)
+    context = TransferContext(target, backbone, backbone.build(4, 16), 16, device="cpu")
+    metrics = namespace["Centroid"]().run(context)
+    assert set(metrics) == {"test_top1"} and 0 <= metrics["test_top1"] <= 100
+    namespace["register_tasks"](lambda cls: cls.name == "centroid" or pytest.fail("registered something else"))

@@ -1,7 +1,5 @@
 """Transfer tasks: linear probe (and its agreement with scikit-learn), kNN, few-shot episodes, fine-tuning."""
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -148,12 +146,12 @@ def test_knn_votes_are_weighted_by_exp_similarity_over_temperature():
 
 def test_fewshot_interval_shrinks_with_episodes_and_episodes_are_seeded():
     splits = clusters(per_class=(1, 1, 30), classes=8, spread=2.5)
-    small, large = (task(f"fewshot(episodes={n})").run(FixedFeatures(splits)) for n in (50, 800))
+    small, large = (task(f"fewshot(episodes={n})").run(FixedFeatures(splits)) for n in (40, 640))
     assert 40 < large["test_acc"] < 95  # a real spread of episode accuracies
     assert abs(small["test_acc"] - large["test_acc"]) < 2 * small["test_ci95"]
     assert large["test_ci95"] < 0.4 * small["test_ci95"]  # ∝ 1/√episodes: 0.25 expected
-    assert task("fewshot(episodes=50)").run(FixedFeatures(splits)) == small
-    assert task("fewshot(episodes=50)").run(FixedFeatures(splits, seed=1)) != small
+    assert task("fewshot(episodes=40)").run(FixedFeatures(splits)) == small
+    assert task("fewshot(episodes=40)").run(FixedFeatures(splits, seed=1)) != small
     assert set(small) == {"test_acc", "test_ci95"}
 
 
@@ -172,12 +170,10 @@ def test_fewshot_needs_enough_test_classes_with_enough_images():
 # ---- finetune and the whole context ---------------------------------------------------------------------------
 
 
-def test_finetune_learns_a_tiny_target_in_seconds_and_leaves_the_pretrained_model_alone():
+def test_finetune_learns_a_tiny_target_and_leaves_the_pretrained_model_alone():
     ctx = context(target(train=30, test=10))
     before = {k: v.clone() for k, v in ctx.model.state_dict().items()}
-    start = time.perf_counter()
-    result = task("finetune(epochs=8, lr=0.05, batch_size=32)").run(ctx)
-    assert time.perf_counter() - start < 10
+    result = task("finetune(epochs=8, lr=0.05, batch_size=32)").run(ctx)  # about a second on 2 CPU cores
     assert result["test_top1"] >= 75 and result["val_top1"] >= 75  # chance: 25
     assert set(result) == {"test_top1", "test_mean_class_acc", "val_top1", "train_loss"}
     assert all(torch.equal(before[k], v) for k, v in ctx.model.state_dict().items())

@@ -76,3 +76,13 @@ def test_weights_are_random_and_parameters_reach_timm(monkeypatch):
     assert max(m.drop_prob for m in net.modules() if type(m).__name__ == "DropPath") == pytest.approx(0.2)
     backbone("timm('test_vit')").build(5, 48)
     assert seen["img_size"] == 48  # fixed-size models are built for the training resolution
+
+
+def test_bare_timm_model_names_are_backbone_specs():
+    from transferlab import get_registry
+
+    registry = get_registry()
+    assert registry.parse("backbone", "resnet18").spec() == "timm(drop_path_rate=0.0, drop_rate=0.0, model='resnet18', small_stem='auto')"
+    assert registry.parse("backbone", "convnext_atto(drop_path_rate=0.1)").drop_path_rate == 0.1
+    with pytest.raises(tl.SpecError, match="unknown backbone .resnet18x."):
+        registry.parse("backbone", "resnet18x")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from mlflow_store import SOURCE, TARGET, TINY
+from tiny_specs import SOURCE, TARGET, TINY
 from transferlab import TransferlabError, pipeline, tracking
 from transferlab.cache import cache_dir
 

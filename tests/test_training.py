@@ -115,16 +115,19 @@ def test_crash_mid_epoch_then_rerun_resumes_to_the_same_weights(tmp_path, monkey
     assert logged == [] and same_weights(again, straight) and final == metrics
 
 
-def test_two_epochs_straight_equal_one_epoch_then_a_resumed_second(tmp_path):
+def test_an_epoch_whose_metrics_were_not_logged_is_trained_again(tmp_path):
     data = setup()
-    straight, _, _ = run(Training(epochs=2, batch_size=16, resolution=16), tmp_path / "a.pt", data)
+    spec = Training(epochs=2, batch_size=16, resolution=16)
+    straight, _, _ = run(spec, tmp_path / "a.pt", data)
 
-    def die_after_first_epoch(metrics, step):
-        raise RuntimeError("killed after the checkpoint")
+    def tracking_fails_in_epoch_two(metrics, step):
+        if step == 10:
+            raise ConnectionError("tracking server went away")
 
-    with pytest.raises(RuntimeError):
-        run(Training(epochs=2, batch_size=16, resolution=16), tmp_path / "b.pt", data, log=die_after_first_epoch)
-    resumed, _, logged = run(Training(epochs=2, batch_size=16, resolution=16), tmp_path / "b.pt", data)
+    with pytest.raises(ConnectionError):
+        run(spec, tmp_path / "b.pt", data, log=tracking_fails_in_epoch_two)
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["epoch"] == 1
+    resumed, _, logged = run(spec, tmp_path / "b.pt", data)
     assert [s for _, s in logged] == [10] and same_weights(straight, resumed)
 
 

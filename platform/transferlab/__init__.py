@@ -1,5 +1,11 @@
 """transferlab: which pretraining data makes visual features transfer well?"""
 
+import os
+
+# OpenMP threads that spin while waiting make torch many times slower when another process shares the cores;
+# this must be set before torch is first imported, and nothing above this line imports it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from importlib.metadata import PackageNotFoundError, version
 
 from .class_tree import ClassTree

@@ -1,10 +1,14 @@
 """Backbones: the Backbone base class; builders return a torch module with timm's feature/head interface."""
 
-import dataclasses
+from __future__ import annotations
 
-import torch
+import dataclasses
+from typing import TYPE_CHECKING
 
 from .components import Component
+
+if TYPE_CHECKING:  # torch loads only when a network is built, keeping the CLI's start fast
+    import torch
 
 
 @dataclasses.dataclass(frozen=True)

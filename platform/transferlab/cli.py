@@ -1,7 +1,6 @@
 """The `transferlab` command line: a thin layer over the library."""
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -21,9 +20,6 @@ from .plugins import get_registry
 from .policies import make_manifest
 
 console = Console()
-# OpenMP threads that spin while waiting make torch ~50× slower when another process shares the cores (2-core CI, xdist);
-# set before torch is first imported (this module does not import it).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class CLI(click.Group):
@@ -164,7 +160,7 @@ def pretrain_options(command):
         click.option("--backbone", default=DEFAULTS["backbone"], show_default=True, help="Backbone spec, e.g. \"timm(model='resnet18')\"."),
         click.option("--training", default=DEFAULTS["training"], show_default=True, help="Training recipe, e.g. \"train(epochs=5, lr=0.05)\"."),
         click.option("--seed", default=DEFAULTS["seed"], show_default=True, type=click.IntRange(min=0), help="Seed of the subset and the training."),
-        click.option("--experiment", help="MLflow experiment (default: the one `mlflow run` chose, else 'transferlab')."),
+        click.option("--experiment", help="MLflow experiment (default 'transferlab'; under `mlflow run`, the project run's)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -214,8 +210,7 @@ def print_summary(runs: dict[str, str], metrics: dict[str, float]) -> None:
 
     table = Table("metric", "value", title="results", title_justify="left")
     for name in sorted(metrics):
-        if name.startswith("transfer.") or name in ("pretrain.val_top1", "pretrain.train_loss", "pretrain.images_per_s"):
-            table.add_row(escape(name), f"{metrics[name]:.4g}")
+        table.add_row(escape(name), f"{metrics[name]:.4g}")
     for role, run_id in runs.items():
         console.print(f"[bold]{role}[/] {run_id}")
     console.print(table)

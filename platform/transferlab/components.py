@@ -28,6 +28,11 @@ class Component:
         """Check constraints between fields; raise SpecError with a clear message."""
 
     @classmethod
+    def resolve_alias(cls, name: str, params: dict[str, Any]) -> "Component | None":
+        """A component for an unregistered `name` this class understands (e.g. a bare timm model name), else None."""
+        return None
+
+    @classmethod
     def from_params(cls, params: dict[str, Any]) -> "Component":
         """Build from keyword parameters, reporting unknown and missing ones."""
         declared = {f.name: f for f in dataclasses.fields(cls)}

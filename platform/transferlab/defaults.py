@@ -3,8 +3,8 @@
 DEFAULTS = {
     "source": "synthetic",
     "policy": "all",
-    "backbone": "timm(model='resnet10t')",
-    "training": "train",
+    "backbone": "timm(model='resnet10t', small_stem='off')",
+    "training": "train(epochs=2)",
     "seed": 0,
     "target": "synthetic(part='heldout')",
     "tasks": "linear | knn",

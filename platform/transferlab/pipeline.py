@@ -13,6 +13,7 @@ Runs and how they link (MLflow):
 import contextlib
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -39,6 +40,8 @@ from .training import pretrain
 from .training_spec import Training
 
 REQUIREMENTS = [f"{m.__name__}=={m.__version__.split('+')[0]}" for m in (torch, timm, mlflow, np)]  # pip's names; no local build tag
+
+SUMMARY_METRICS = ("pretrain.val_top1", "pretrain.train_loss", "pretrain.images_per_s")  # copied onto the asking run
 
 console = Console(stderr=True)
 
@@ -87,7 +90,7 @@ class PretrainSpec:
 
     def run_name(self) -> str:
         """Short readable name for the runs table."""
-        return f"{self.backbone.spec()} on {self.source.label()}: {chain_spec(self.policies)}"
+        return f"{chain_spec(self.policies)} · {self.source.label()} · {self.backbone.spec()}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +106,7 @@ class TransferSpec:
         return cls(parse_source(target), tuple(get_registry().parse_chain("task", tasks)))
 
 
-def checkpoint_path(run_id: str):
+def checkpoint_path(run_id: str) -> Path:
     """Where a pretraining run keeps its resumable checkpoint while it trains."""
     return cache_dir("checkpoints") / f"{run_id}.pt"
 
@@ -124,18 +127,27 @@ def train(spec: PretrainSpec, experiment: str, parent: str | None = None) -> str
         else:
             run_id = tracking.create_run(experiment, spec.run_name(), {tracking.KIND: "pretrain", tracking.KEY: key}, parent)
         checkpoint = checkpoint_path(run_id)
-        with tracking.active(run_id, system_metrics=True):
-            if stopped is None or "manifest.digest" not in stopped.data.params:
-                tracking.log_manifest(manifest, f"{spec.source.label()}: {manifest.policy}")
-                tracking.log_params(run_id, spec.params(manifest))
-            model = spec.backbone.build(manifest.num_classes, spec.training.resolution)
-            images = image_cache(spec.source, spec.training.resolution)
-            val = manifest.split(spec.source.index, "val")
-            pretrain(spec.backbone, model, images, manifest, val, spec.training, checkpoint,
-                     lambda metrics, step: mlflow.log_metrics(metrics, step=step), seed=spec.seed)
-            tracking.log_model(model.cpu(), REQUIREMENTS)
+        try:
+            run_pretraining(spec, manifest, run_id, checkpoint, fresh=stopped is None or "manifest.digest" not in stopped.data.params)
+        except Exception:
+            checkpoint.unlink(missing_ok=True)  # the run ended FAILED and is not resumed; Ctrl-C (KILLED) keeps it
+            raise
         checkpoint.unlink(missing_ok=True)
     return run_id
+
+
+def run_pretraining(spec: PretrainSpec, manifest: Manifest, run_id: str, checkpoint: Path, fresh: bool) -> None:
+    """Record and run the pretraining in run `run_id` (params and manifest only when `fresh`), ending the run."""
+    with tracking.active(run_id, system_metrics=True):
+        if fresh:
+            tracking.log_manifest(manifest, f"{spec.source.label()}: {manifest.policy}")
+            tracking.log_params(run_id, spec.params(manifest))
+        model = spec.backbone.build(manifest.num_classes, spec.training.resolution)
+        images = image_cache(spec.source, spec.training.resolution)
+        val = manifest.split(spec.source.index, "val")
+        pretrain(spec.backbone, model, images, manifest, val, spec.training, checkpoint,
+                 lambda metrics, step: mlflow.log_metrics(metrics, step=step), seed=spec.seed)
+        tracking.log_model(model.cpu(), REQUIREMENTS)
 
 
 def measure(pretrain_run: str, spec: TransferSpec) -> dict[str, float]:
@@ -161,8 +173,8 @@ def measure(pretrain_run: str, spec: TransferSpec) -> dict[str, float]:
                     {tracking.KIND: "transfer", tracking.KEY: key, tracking.PRETRAIN_RUN: pretrain_run}, parent=pretrain_run)
                 with tracking.active(run_id):
                     if stopped is None:
-                        mlflow.log_params({"task": task.spec(), **task.flat_params("task"), "target": spec.target.spec(),
-                                           **spec.target.flat_params("target"), "pretrain_run": pretrain_run})
+                        tracking.log_params(run_id, {"task": task.spec(), **task.flat_params("task"), "target": spec.target.spec(),
+                                                     **spec.target.flat_params("target"), "pretrain_run": pretrain_run})
                     if context is None:
                         backbone = get_registry().parse("backbone", params["backbone"])
                         training = parse_training(params["train"])
@@ -176,55 +188,56 @@ def measure(pretrain_run: str, spec: TransferSpec) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def request(experiment: str | None, kind: str | None = None, name: str = "", params: dict[str, str] | None = None) -> Iterator[tuple[str, str | None]]:
-    """(experiment id, id of the run that asked): `mlflow run`'s run, else a new run of `kind` if given, else none.
+def asked_by(parent: str | None) -> Iterator[None]:
+    """Record an error on the run that asked, if any, without ending it (`mlflow run` ends its own run)."""
+    if parent is None:
+        yield
+        return
+    with tracking.recorded(parent, end=False):
+        yield
 
-    The asking run records an error on failure; a run made here is also ended here (`mlflow run` ends its own).
-    """
-    parent = tracking.project_run_id()
-    if parent is not None:
-        experiment_id = tracking.get_run(parent).info.experiment_id
-        tracking.tag_experiment(tracking.client().get_experiment(experiment_id))
-    else:
-        experiment_id = tracking.experiment_id(experiment)
-        if kind is None:
-            yield experiment_id, None
-            return
-    own = parent is None
-    if own:
-        parent = tracking.create_run(experiment_id, name, {tracking.KIND: kind})
-        tracking.log_params(parent, params or {})
-    elif kind is not None:
-        tracking.set_tags(parent, {tracking.KIND: kind})
-    with tracking.recorded(parent, end=own):
-        yield experiment_id, parent
+
+def experiment_of(parent: str | None, experiment: str | None) -> str:
+    """The experiment of the asking run (`mlflow run` chose it), else `experiment`, else the default one."""
+    if parent is None:
+        return tracking.experiment_id(experiment)
+    experiment_id = tracking.get_run(parent).info.experiment_id
+    tracking.tag_experiment(tracking.client().get_experiment(experiment_id))
+    return experiment_id
 
 
 def pretrain_metrics(run_id: str) -> dict[str, float]:
-    """The last value of every pretraining metric of a run."""
-    return {k: v for k, v in tracking.get_run(run_id).data.metrics.items() if k.startswith("pretrain.")}
+    """The key pretraining metrics of a run (last values): held-out val top-1, train loss, throughput."""
+    return {k: v for k, v in tracking.get_run(run_id).data.metrics.items() if k in SUMMARY_METRICS}
+
+
+def link(parent: str, pretrain_run: str, metrics: dict[str, float]) -> None:
+    """Point the asking run at its pretraining run, give it that run's dataset (the manifest) and the key metrics."""
+    tracking.set_tags(parent, {tracking.PRETRAIN_RUN: pretrain_run})
+    tracking.copy_inputs(pretrain_run, parent)
+    tracking.log_metrics(parent, metrics)
 
 
 def pretrain_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["policy"], backbone: str = DEFAULTS["backbone"],
                  training: str = DEFAULTS["training"], seed: int = DEFAULTS["seed"], experiment: str | None = None) -> str:
     """Pretrain (or reuse, or resume) and return the pretraining run's id."""
     spec = PretrainSpec.parse(source, policy, backbone, training, seed)
-    with request(experiment) as (experiment_id, parent):
-        run_id = train(spec, experiment_id, parent)
+    parent = tracking.project_run_id()
+    with asked_by(parent):
+        run_id = train(spec, experiment_of(parent, experiment), parent)
         if parent:
-            tracking.set_tags(parent, {tracking.PRETRAIN_RUN: run_id})
-            tracking.log_metrics(parent, pretrain_metrics(run_id))
+            link(parent, run_id, pretrain_metrics(run_id))
     return run_id
 
 
 def transfer_run(pretrain_run_id: str, target: str = DEFAULTS["target"], tasks: str = DEFAULTS["tasks"]) -> dict[str, float]:
     """Measure a pretraining run's transfer: metrics `transfer.<task>.<target>.<metric>`."""
     spec = TransferSpec.parse(target, tasks)
-    with request(None) as (_, parent):
+    parent = tracking.project_run_id()
+    with asked_by(parent):
         metrics = measure(pretrain_run_id, spec)
         if parent:
-            tracking.set_tags(parent, {tracking.PRETRAIN_RUN: pretrain_run_id})
-            tracking.log_metrics(parent, metrics)
+            link(parent, pretrain_run_id, metrics)
     return metrics
 
 
@@ -240,13 +253,22 @@ class MainResult:
 def main_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["policy"], backbone: str = DEFAULTS["backbone"],
              training: str = DEFAULTS["training"], seed: int = DEFAULTS["seed"], target: str = DEFAULTS["target"],
              tasks: str = DEFAULTS["tasks"], experiment: str | None = None) -> MainResult:
-    """Pretrain, then measure transfer; the main run (kind=main) parents a new pretraining run and carries the key metrics."""
+    """Pretrain, then measure transfer. The main run (kind=main: `mlflow run`'s run, else one made and ended here) parents a
+    new pretraining run and carries the key metrics."""
     spec = PretrainSpec.parse(source, policy, backbone, training, seed)
     transfer = TransferSpec.parse(target, tasks)
-    request_params = {"source": source, "policy": policy, "backbone": backbone, "training": training, "seed": str(seed), "target": target, "tasks": tasks}
-    with request(experiment, "main", f"main: {spec.run_name()}", request_params) as (experiment_id, parent):
+    parent = tracking.project_run_id()
+    experiment_id = experiment_of(parent, experiment)
+    if parent is None:
+        parent = tracking.create_run(experiment_id, f"main · {spec.run_name()}", {tracking.KIND: "main"})
+        tracking.log_params(parent, {"source": source, "policy": policy, "backbone": backbone, "training": training, "seed": seed,
+                                     "target": target, "tasks": tasks})  # as `mlflow run` logs the MLproject parameters
+        ending = tracking.recorded(parent)
+    else:
+        tracking.set_tags(parent, {tracking.KIND: "main"})
+        ending = asked_by(parent)
+    with ending:
         pretrain_id = train(spec, experiment_id, parent)
-        tracking.set_tags(parent, {tracking.PRETRAIN_RUN: pretrain_id})
         metrics = pretrain_metrics(pretrain_id) | measure(pretrain_id, transfer)
-        tracking.log_metrics(parent, metrics)
+        link(parent, pretrain_id, metrics)
     return MainResult(parent, pretrain_id, metrics)

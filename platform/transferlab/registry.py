@@ -61,7 +61,12 @@ class Registry:
         raise SpecError(f"unknown {kind} '{name}': {hint}registered: {', '.join(sorted(entries)) or 'none'}")
 
     def build(self, kind: str, call: Call) -> Component:
-        """Instantiate a parsed call; positional values fill fields in declaration order."""
+        """Instantiate a parsed call; positional values fill fields in declaration order; unknown names may be aliases."""
+        if call.name not in self._entries[kind] and not call.args:
+            for entry in self.entries(kind):
+                component = entry.cls.resolve_alias(call.name, dict(call.kwargs))
+                if component is not None:
+                    return component
         cls = self.get(kind, call.name)
         names = [f.name for f in dataclasses.fields(cls)]
         if len(call.args) > len(names):

@@ -142,6 +142,15 @@ def set_tags(run_id: str, tags: dict[str, str]) -> None:
     client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
+def copy_inputs(source_run: str, run_id: str) -> None:
+    """Log another run's dataset inputs (its manifest) on `run_id` too, unless it has them already."""
+    c = client()
+    have = {(d.dataset.name, d.dataset.digest) for d in c.get_run(run_id).inputs.dataset_inputs}
+    new = [d for d in c.get_run(source_run).inputs.dataset_inputs if (d.dataset.name, d.dataset.digest) not in have]
+    if new:
+        c.log_inputs(run_id, datasets=new)
+
+
 class ManifestSource(DatasetSource):
     """Where a subset manifest lives: the `manifest` artifact folder of a pretraining run (`runs:/<id>/manifest`)."""
 

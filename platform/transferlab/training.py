@@ -29,7 +29,7 @@ def pretrain(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, man
     """Train `model` (in place) on the manifest's samples of `images`; resume from `checkpoint` if it exists; return the last metrics.
 
     Every epoch — a pass over the subset, or `len(subset) // batch_size` steps when the length is given in steps — ends
-    with held-out val top-1, an atomic checkpoint, and `log(metrics, step)`. Crops and order depend on (seed, epoch) only.
+    with held-out val top-1, `log(metrics, step)` and an atomic checkpoint. Crops and order depend on (seed, epoch) only.
     """
     device = resolve_device(spec.device)
     net = prepare(model, device, spec.compile)
@@ -86,9 +86,9 @@ def pretrain(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, man
             if len(val_samples):
                 metrics["pretrain.val_top1"] = evaluate(net, val_images, val_samples, val_labels, 2 * spec.batch_size, device, resident)
             history.append(metrics)
-            save_checkpoint(checkpoint, key, model, optimizer, step, epoch + 1, history)
             bars.update(bar, result=summary(metrics))
-            log(metrics, step)
+            log(metrics, step)  # before the checkpoint: an epoch whose metrics could not be logged is trained again
+            save_checkpoint(checkpoint, key, model, optimizer, step, epoch + 1, history)
     return dict(history[-1])
 
 

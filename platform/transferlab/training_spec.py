@@ -9,7 +9,11 @@ from .errors import SpecError
 
 @dataclasses.dataclass(frozen=True)
 class Training(Component):
-    """How to pretrain: length in epochs or optimizer steps (exactly one), optimizer, schedule, augmentation size."""
+    """How to pretrain: length in epochs or optimizer steps (exactly one), optimizer, schedule, resolution, device.
+
+    `momentum` is SGD's (nesterov); AdamW keeps its default betas. `schedule='step'` multiplies the rate by 0.1 at 50% and
+    75% of the steps after warmup; `warmup` is a fraction of all steps. `device_share` caps the device memory a resident
+    subset may take before batches stream from the image cache instead."""
 
     kind = "training"
     name = "train"

@@ -29,6 +29,13 @@ class TimmBackbone(Backbone):
     drop_rate: float = 0.0
     small_stem: Literal["auto", "on", "off"] = "auto"
 
+    @classmethod
+    def resolve_alias(cls, name: str, params: dict) -> TimmBackbone | None:
+        """A bare timm model name, e.g. `resnet18` or `convnext_atto(drop_path_rate=0.1)`, means `timm(model=name, ...)`."""
+        import timm
+
+        return cls.from_params({"model": name, **params}) if timm.is_model(name) else None
+
     def validate(self) -> None:
         """The model must be a timm architecture; an explicit small stem needs a ResNet; drop rates lie in [0, 1)."""
         import timm
