@@ -33,6 +33,7 @@ from .image_cache import image_cache
 from .manifest import Manifest
 from .plugins import get_registry
 from .policies import Policy, chain_spec, make_manifest
+from .registry import build
 from .sources import Source
 from .specs import parse_one
 from .tasks import Task, TransferContext
@@ -51,10 +52,7 @@ def parse_training(text: str) -> Training:
     call = parse_one(text)
     if call.name != Training.name:
         raise SpecError(f"unknown training recipe '{call.name}': expected {signature(Training)}")
-    names = [f.name for f in dataclasses.fields(Training)]
-    if len(call.args) > len(names):
-        raise SpecError(f"train takes {len(names)} parameters, got {len(call.args)} positional; expected {signature(Training)}")
-    return Training.from_params(dict(zip(names, call.args)) | dict(call.kwargs))
+    return build(Training, call)
 
 
 @dataclasses.dataclass(frozen=True)

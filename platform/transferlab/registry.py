@@ -67,16 +67,7 @@ class Registry:
                 component = entry.cls.resolve_alias(call.name, dict(call.kwargs))
                 if component is not None:
                     return component
-        cls = self.get(kind, call.name)
-        names = [f.name for f in dataclasses.fields(cls)]
-        if len(call.args) > len(names):
-            raise SpecError(f"{kind} '{cls.name}' takes {len(names)} parameters, got {len(call.args)} positional; expected {signature(cls)}")
-        params = dict(zip(names, call.args))
-        for key, value in call.kwargs:
-            if key in params:
-                raise SpecError(f"{kind} '{cls.name}': parameter '{key}' given twice; expected {signature(cls)}")
-            params[key] = value
-        return cls.from_params(params)
+        return build(self.get(kind, call.name), call)
 
     def parse(self, kind: str, text: str) -> Component:
         """One component of `kind` from a spec string."""
@@ -85,3 +76,16 @@ class Registry:
     def parse_chain(self, kind: str, text: str) -> list[Component]:
         """Components of `kind` from a `|` chain."""
         return [self.build(kind, call) for call in parse_chain(text)]
+
+
+def build(cls: type[Component], call: Call) -> Component:
+    """Instantiate `cls` from a parsed call; positional values fill fields in declaration order."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    if len(call.args) > len(names):
+        raise SpecError(f"{cls.kind} '{cls.name}' takes {len(names)} parameters, got {len(call.args)} positional; expected {signature(cls)}")
+    params = dict(zip(names, call.args))
+    for key, value in call.kwargs:
+        if key in params:
+            raise SpecError(f"{cls.kind} '{cls.name}': parameter '{key}' given twice; expected {signature(cls)}")
+        params[key] = value
+    return cls.from_params(params)
