@@ -18,7 +18,7 @@ from transferlab.data_index import DataIndex
 from transferlab.errors import DataError
 from transferlab.images import fit
 
-from .file_source import FileSource, check_val_fraction, row_splits
+from .file_source import DownloadableSource, row_splits
 from .wnid_maps import CIFAR100_SYNSETS
 
 FOLDER = "cifar-100-python"
@@ -103,19 +103,10 @@ class CifarData:
 
 
 @dataclasses.dataclass(frozen=True)
-class CIFAR100(FileSource):
+class CIFAR100(DownloadableSource):
     """CIFAR-100 (32×32 colour) from the python pickles in root/cifar-100-python; class ids are WordNet wnids, 20 superclasses."""
 
     name = "cifar100"
-    location_params = ("root", "download")
-    val_fraction: float = 0.1
-    download: bool = False
-
-    def validate(self) -> None:
-        """val_fraction must lie in [0, 1); the pickles must exist unless they are to be downloaded."""
-        check_val_fraction(self.name, self.val_fraction)
-        if not self.download:
-            self.check_files()
 
     @property
     def folder(self) -> Path:

@@ -37,6 +37,26 @@ class FileSource(Source):
         return hashlib.sha256("\x00".join([self.name, self.index.fingerprint(), *params]).encode()).hexdigest()
 
 
+
+@dataclasses.dataclass(frozen=True)
+class DownloadableSource(FileSource):
+    """A file source torchvision can download: its files must exist at creation unless download=True."""
+
+    location_params = ("root", "download")
+    val_fraction: float = 0.1
+    download: bool = False
+
+    def validate(self) -> None:
+        """val_fraction must lie in [0, 1); the files must exist unless they are to be downloaded."""
+        check_val_fraction(self.name, self.val_fraction)
+        if not self.download:
+            self.check_files()
+
+    def check_files(self) -> None:
+        """A DataError naming the expected files when any is missing."""
+        raise NotImplementedError(f"source {self.name} does not implement check_files()")
+
+
 def check_val_fraction(name: str, fraction: float) -> None:
     """A SpecError unless 0 <= fraction < 1."""
     if not 0 <= fraction < 1:

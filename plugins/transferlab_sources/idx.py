@@ -15,7 +15,7 @@ from transferlab.data_index import DataIndex
 from transferlab.errors import DataError
 from transferlab.images import fit
 
-from .file_source import FileSource, check_val_fraction, row_splits
+from .file_source import DownloadableSource, row_splits
 from .wnid_maps import FASHION_MNIST_SYNSETS
 
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
@@ -47,22 +47,13 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class MNIST(FileSource):
+class MNIST(DownloadableSource):
     """MNIST digits (28×28 grayscale) from IDX files in root/MNIST/raw, torchvision's layout."""
 
     name = "mnist"
-    location_params = ("root", "download")
     folder: ClassVar[str] = "MNIST"  # torchvision's dataset class and folder name
     class_ids: ClassVar[tuple[str, ...]] = tuple("0123456789")
     class_labels: ClassVar[tuple[str, ...]] = tuple("0123456789")
-    val_fraction: float = 0.1
-    download: bool = False
-
-    def validate(self) -> None:
-        """val_fraction must lie in [0, 1); the files must exist unless they are to be downloaded."""
-        check_val_fraction(self.name, self.val_fraction)
-        if not self.download:
-            self.check_files()
 
     @property
     def raw(self) -> Path:
