@@ -11,7 +11,7 @@ import numpy as np
 
 from transferlab.components import format_value
 from transferlab.data_index import split_code
-from transferlab.errors import SpecError
+from transferlab.errors import DataError, SpecError
 from transferlab.sources import Source
 from transferlab.subset import ranks_within_class
 
@@ -29,6 +29,12 @@ class FileSource(Source):
     def path(self) -> Path:
         """The root folder as an absolute path, resolved once per object."""
         return Path(self.root).expanduser().resolve()
+
+    def check_root(self, hint: str = "") -> None:
+        """A DataError unless root is an existing folder; `hint` says what it should hold."""
+        if not self.path.is_dir():
+            problem = "is not a folder" if self.path.exists() else "does not exist"
+            raise DataError(f"{self.name}: root {str(self.path)!r} {problem}" + (f"; {hint}" if hint else ""))
 
     @cached_property
     def fingerprint(self) -> str:

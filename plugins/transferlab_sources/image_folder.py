@@ -220,8 +220,7 @@ class ImageFolder(FileSource):
 
     def validate(self) -> None:
         """The root must be an existing folder; val_fraction must lie in [0, 1)."""
-        if not self.path.is_dir():
-            raise DataError(f"image_folder: root {str(self.path)!r} " + ("is not a folder" if self.path.exists() else "does not exist"))
+        self.check_root()
         check_val_fraction(self.name, self.val_fraction)
 
     def build_index(self) -> DataIndex:

@@ -114,9 +114,7 @@ class ImageNet(FileSource):
     def validate(self) -> None:
         """val_fraction must lie in [0, 1); root/train and root/val must be folders."""
         check_val_fraction(self.name, self.val_fraction)
-        if not self.path.is_dir():
-            raise DataError(f"imagenet: root {str(self.path)!r} " + ("is not a folder" if self.path.exists() else "does not exist")
-                            + f"; expected root/train/<wnid>/*.JPEG and root/val. {PREPARE}")
+        self.check_root(f"expected root/train/<wnid>/*.JPEG and root/val. {PREPARE}")
         missing = [str(self.path / split) for split in ("train", "val") if not (self.path / split).is_dir()]
         if missing:
             raise DataError(f"imagenet: no folder {' or '.join(missing)}; expected root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG "

@@ -87,9 +87,7 @@ class TinyImageNet(FileSource):
     def validate(self) -> None:
         """val_fraction must lie in [0, 1); the root must hold wnids.txt, words.txt, train/, val/images/ and val/val_annotations.txt."""
         check_val_fraction(self.name, self.val_fraction)
-        if not self.path.is_dir():
-            raise DataError(f"tiny_imagenet: root {str(self.path)!r} " + ("is not a folder" if self.path.exists() else "does not exist")
-                            + f"; {HOW_TO_GET}")
+        self.check_root(HOW_TO_GET)
         missing = [str(self.path / p) for p in REQUIRED if not (self.path / p).exists()]
         if missing:
             raise DataError(f"tiny_imagenet: missing {', '.join(missing)}; {HOW_TO_GET}")
