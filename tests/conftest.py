@@ -9,6 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from transferlab import DataIndex, plugins  # noqa: E402
+from transferlab.devices import resolve_device  # noqa: E402
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # one thread per worker: 2 workers × 2 threads on 2 cores slows small ops many times over
@@ -33,3 +34,28 @@ def make_index(counts, val=2, test=0) -> DataIndex:
             splits += [split] * n
     classes = tuple(f"c{c:02d}" for c in range(len(counts)))
     return DataIndex(np.array(labels), np.array(splits), classes, tuple(f"name{c:02d}" for c in range(len(counts))))
+
+
+# ---- devices --------------------------------------------------------------------------------------------------
+# Tests that take the `device` fixture run once per device: ids [cpu] and [cuda]; the cuda case is skipped on machines
+# without CUDA. Every cuda case, and every test of test_devices.py, carries the `device` marker, so the GPU check
+# (benchmarks/gpu_check.sh) selects exactly them with `-m device` (or the cuda cases alone with `-k cuda`).
+
+DEVICE_MARKER = "device: a device check, run by benchmarks/gpu_check.sh on a GPU machine (the [cuda] cases and tests/test_devices.py)"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", DEVICE_MARKER)
+
+
+REQUIRE_CUDA = "TRANSFERLAB_REQUIRE_CUDA"  # set (as gpu_check.sh does on a GPU machine): a [cuda] case fails, not skips, without CUDA
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.device)])
+def device(request) -> torch.device:
+    """The device a test runs on: the CPU, then CUDA (skipped without a CUDA device); as tensors report it ('cuda:0')."""
+    if request.param == "cuda" and not torch.cuda.is_available():
+        if os.environ.get(REQUIRE_CUDA):
+            pytest.fail(f"{REQUIRE_CUDA} is set, but torch {torch.__version__} sees no CUDA device")
+        pytest.skip("no CUDA device on this machine (runs on the GPU machine: benchmarks/gpu_check.sh)")
+    return torch.empty(0, device=resolve_device(request.param)).device

@@ -69,3 +69,41 @@ def test_module_and_console_script_both_run():
     script = subprocess.run([str(Path(sys.executable).with_name("transferlab")), "--version"], capture_output=True, text=True, timeout=60)
     assert module.returncode == 0 and "subset" in module.stdout
     assert script.returncode == 0 and "version" in script.stdout
+
+
+def test_cache_lists_folders_with_disk_use_and_clears_only_rebuildable_ones():
+    from transferlab.cache import cache_dir
+
+    (cache_dir("features") / "f.npy").write_bytes(b"x" * 300_000)
+    with open(cache_dir("images") / "sparse.npy", "wb") as f:  # an image cache of which little is decoded yet
+        f.truncate(50 * 2**20)
+    (cache_dir("checkpoints") / "run.pt").write_bytes(b"y" * 1000)
+    out = invoke("cache", "--json")
+    assert out.exit_code == 0, out.output
+    folders = {f["folder"]: f for f in json.loads(out.output)["folders"]}
+    assert (folders["images"]["files"], folders["images"]["bytes"]) == (1, 50 * 2**20) and folders["images"]["disk_bytes"] < 2**20
+    assert folders["features"]["files"] == 1 and folders["features"]["disk_bytes"] >= 300_000
+    assert "kept" in folders["checkpoints"]["holds"] and "images" in invoke("cache").output
+
+    refused = invoke("cache", "--clear", "features", "--clear", "checkpoints")  # nothing is deleted when one kind is refused
+    assert refused.exit_code == 2 and "'checkpoints' is not one of" in refused.output
+    assert (cache_dir("features") / "f.npy").exists() and (cache_dir("checkpoints") / "run.pt").exists()
+
+    cleared = invoke("cache", "--clear", "features", "--clear", "images")
+    assert cleared.exit_code == 0 and "cleared features: 1 files, 0.3 MiB" in cleared.output
+    assert not (cache_dir("features") / "f.npy").exists() and not (cache_dir("images") / "sparse.npy").exists()
+    assert (cache_dir("checkpoints") / "run.pt").exists()
+
+
+def test_cache_clear_refuses_while_a_build_holds_its_lock():
+    import fcntl
+
+    from transferlab.cache import cache_dir
+
+    (cache_dir("images") / "a.npy").write_bytes(b"z" * 100)
+    with open(cache_dir("images") / "a.npy.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        busy = invoke("cache", "--clear", "images")
+    assert busy.exit_code == 2 and "another process is building a.npy" in busy.output
+    assert (cache_dir("images") / "a.npy").exists()
+    assert invoke("cache", "--clear", "images").exit_code == 0 and not (cache_dir("images") / "a.npy").exists()

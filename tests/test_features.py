@@ -9,7 +9,7 @@ import torch
 from tiny_backbone import Tiny
 from transferlab import DataError
 from transferlab.cache import cache_dir
-from transferlab.features import cached_features, weights_digest
+from transferlab.features import cached_features, extract_features, weights_digest
 from transferlab.image_cache import image_cache
 from transferlab.loader import normalize
 from transferlab.tasks import TransferContext
@@ -23,10 +23,10 @@ def target(**kw) -> Synthetic:
     return Synthetic(**{"branching": (1, 8), "heldout": 4, "part": "heldout", "train": 10, "val": 4, "test": 6, "size": RES, **kw})
 
 
-def context(source=None, model=None, **kw) -> TransferContext:
+def context(source=None, model=None, device="cpu", **kw) -> TransferContext:
     torch.manual_seed(0)
     backbone = Tiny()
-    return TransferContext(source or target(), backbone, model or backbone.build(5, RES), RES, device="cpu", **kw)
+    return TransferContext(source or target(), backbone, model or backbone.build(5, RES), RES, device=device, **kw)
 
 
 def test_features_are_the_pooled_penultimate_activations_in_sample_order():
@@ -127,3 +127,19 @@ def test_a_target_without_val_gets_a_fixed_fifth_of_each_class_carved_from_train
 def test_a_target_without_test_images_is_refused():
     with pytest.raises(DataError, match="no test split"):
         context(target(test=0)).features("train")
+
+
+def test_extraction_on_the_device_matches_the_cpu(device):
+    """Exact on the CPU; within bf16 precision (8 bits of mantissa, through two convolutions) under CUDA autocast."""
+    ctx = context(device=device, batch_size=7)
+    cpu_model = copy.deepcopy(ctx.model).cpu()
+    samples = ctx.samples("train")
+    expected = extract_features(ctx.backbone, cpu_model, ctx.image_cache, samples, torch.device("cpu"), batch_size=7)
+    x, y = ctx.features("train")
+    assert x.dtype == np.float32 and x.shape == expected.shape == (40, 16) and y.tolist() == ctx.labels("train").tolist()
+    assert ctx.model.passes == 6 and all(p.device == device for p in ctx.model.parameters())
+    if device.type == "cpu":
+        np.testing.assert_array_equal(x, expected)
+    else:
+        assert np.abs(x - expected).max() <= 0.03 * np.abs(expected).max()
+        assert np.corrcoef(x.ravel(), expected.ravel())[0, 1] > 0.999

@@ -1,4 +1,4 @@
-"""The image cache: decoded once per (source, resolution), shared by every subset, never used half-built."""
+"""The image cache: rows decoded once per (source, resolution) as they are asked for, shared by every subset, never trusted half-written."""
 
 import os
 import signal
@@ -16,6 +16,7 @@ from transferlab import image_cache as ic
 from transferlab_sources.synthetic import Synthetic
 
 SPEC = "synthetic(branching=(2, 3), train=20, val=4, test=4)"  # 4 pretraining classes, 112 images
+N = 112
 
 
 @pytest.fixture
@@ -25,71 +26,153 @@ def small_chunks(monkeypatch):
 
 
 class Flaky(Synthetic):
-    """The synthetic source of the same spec (so the same cache file) whose `load` fails from image `fail_from` on and counts images."""
+    """The synthetic source of the same spec (so the same cache file) whose `load` raises `error` from image `fail_from` on and counts images."""
 
-    def __init__(self, *args, fail_from: int = -1, **kwargs):
+    def __init__(self, *args, fail_from: int = -1, error: BaseException = OSError("disk vanished"), **kwargs):
         super().__init__(*args, **kwargs)
         object.__setattr__(self, "fail_from", fail_from)
+        object.__setattr__(self, "error", error)
         object.__setattr__(self, "calls", [])
 
     def load(self, samples, size=None):
         self.calls.append(len(samples))
         if 0 <= self.fail_from <= int(np.max(samples)):
-            raise OSError("disk vanished")
+            raise self.error
         return super().load(samples, size)
 
 
-def flaky(fail_from=-1) -> Flaky:
+def flaky(fail_from=-1, error=OSError("disk vanished")) -> Flaky:
     """The source of SPEC, instrumented."""
-    return Flaky(branching=(2, 3), train=20, val=4, test=4, fail_from=fail_from)
+    return Flaky(branching=(2, 3), train=20, val=4, test=4, fail_from=fail_from, error=error)
 
 
-def test_cache_holds_every_sample_resized_and_is_built_once(small_chunks):
+def decoded(source: Flaky) -> int:
+    """Images the source was asked to load so far."""
+    return sum(source.calls)
+
+
+def filled(source) -> np.ndarray:
+    """The rows the record of SPEC at 16 px marks decoded."""
+    return ic.read_record(ic.record_path(ic.cache_path(source, 16)), N)
+
+
+def test_asking_for_rows_decodes_exactly_those_and_rows_none_completes_the_rest(small_chunks):
     counting = flaky()
-    images = ic.image_cache(counting, 16)
-    assert images.shape == (len(counting.index), 16, 16, 3) and images.dtype == np.uint8
+    rows = np.arange(3, N, 11)  # 10 scattered rows
+    images = ic.image_cache(counting, 16, rows)
+    assert images.shape == (N, 16, 16, 3) and images.dtype == np.uint8
     assert isinstance(images, np.memmap) and not images.flags.writeable
-    assert sum(counting.calls) == len(counting.index) and max(counting.calls) == 8
-    src = tl.source(SPEC)
-    np.testing.assert_array_equal(images, src.load(np.arange(len(src.index)), size=16))
-    again = ic.image_cache(src, 16)  # another object of the same spec finds the same file
-    assert Path(again.filename) == Path(images.filename) == ic.cache_path(src, 16)
+    assert decoded(counting) == 10 and counting.calls == [8, 2]
+    np.testing.assert_array_equal(images[rows], counting.load(rows, 16))
+    assert np.flatnonzero(filled(counting)).tolist() == rows.tolist()
+    counting.calls.clear()
+    more = np.concatenate([rows[:5], np.arange(60, 67)])  # 5 decoded rows and 7 new ones
+    ic.image_cache(counting, 16, more)
+    assert decoded(counting) == 7
+    counting.calls.clear()
+    everything = ic.image_cache(counting, 16)
+    assert decoded(counting) == N - 17 and filled(counting).all()
+    np.testing.assert_array_equal(everything, counting.load(np.arange(N), 16))
+    counting.calls.clear()
     ic.image_cache(counting, 16)
-    assert sum(counting.calls) == len(counting.index)  # nothing decoded twice
+    ic.image_cache(counting, 16, rows)
+    assert counting.calls == []  # nothing decoded twice
+
+
+def test_readers_whose_rows_are_filled_take_no_lock(small_chunks, monkeypatch):
+    counting = flaky()
+    ic.image_cache(counting, 16, [1, 2, 3])
+
+    def no_lock(path):
+        raise AssertionError("took the build lock")
+
+    monkeypatch.setattr(ic, "build_lock", no_lock)
+    counting.calls.clear()
+    np.testing.assert_array_equal(ic.image_cache(counting, 16, [3, 1])[[1, 3]], counting.load(np.array([1, 3]), 16))
+    assert counting.calls == [2]  # the comparison's own load: the cache decoded nothing
+    with pytest.raises(AssertionError, match="took the build lock"):
+        ic.image_cache(counting, 16, [4])  # a missing row needs the lock
+
+
+def test_a_memmap_opened_earlier_sees_rows_filled_later(small_chunks):
+    src = tl.source(SPEC)
+    early = ic.image_cache(src, 16, [0])
+    assert not early[50:60].any()  # sparse zeros until decoded
+    ic.image_cache(tl.source(SPEC), 16, np.arange(50, 60))
+    np.testing.assert_array_equal(early[50:60], src.load(np.arange(50, 60), 16))
 
 
 def test_every_subset_indexes_into_one_cache_per_resolution(small_chunks):
-    src = tl.source(SPEC)
     small, other = tl.select(SPEC, "images_per_class(n=5)"), tl.select(SPEC, "random_classes(k=2)")
-    images = ic.image_cache(src, 16)
+    first, second = flaky(), flaky()  # two objects of the same spec
+    images = ic.image_cache(first, 16, small.samples)
+    assert decoded(first) == len(small.samples) == 20
+    again = ic.image_cache(second, 16, other.samples)
+    assert decoded(second) == len(np.setdiff1d(other.samples, small.samples)) == 30  # 10 of the 40 were decoded for `small`
+    assert Path(again.filename) == Path(images.filename) == ic.cache_path(tl.source(SPEC), 16)
     for manifest in (small, other):
-        np.testing.assert_array_equal(images[manifest.samples], src.load(manifest.samples, size=16))
-    assert ic.cache_path(tl.source(SPEC), 16) == ic.cache_path(src, 16)  # keyed by fingerprint and resolution only
-    assert ic.cache_path(src, 24) != ic.cache_path(src, 16)
-    assert len(list(ic.cache_path(src, 16).parent.glob("*.npy"))) == 1
+        np.testing.assert_array_equal(again[manifest.samples], first.load(manifest.samples, size=16))
+    assert ic.cache_path(first, 24) != ic.cache_path(first, 16)
+    assert [p.name for p in ic.cache_path(first, 16).parent.glob("*.npy")] == [ic.cache_path(first, 16).name]
 
 
-def test_a_build_that_dies_halfway_leaves_nothing_and_the_next_call_rebuilds(small_chunks):
-    failing = flaky(fail_from=40)
-    with pytest.raises(OSError, match="disk vanished"):
-        ic.image_cache(failing, 16)
+@pytest.mark.parametrize("error", [OSError("disk vanished"), KeyboardInterrupt()], ids=["error", "interrupt"])
+def test_a_build_that_stops_halfway_keeps_finished_jobs_and_the_next_call_decodes_the_rest(small_chunks, error):
+    failing = flaky(fail_from=40, error=error)  # jobs of rows 0-7, ..., 32-39 succeed; every later job fails
+    with pytest.raises(type(error)):
+        ic.image_cache(failing, 16, workers=2)
+    assert np.flatnonzero(filled(failing)).tolist() == list(range(40))
     path = ic.cache_path(failing, 16)
-    assert not path.exists() and not list(path.parent.glob("*.tmp"))
+    assert not list(path.parent.glob("*.tmp"))
     healthy = flaky()
-    assert ic.cache_path(healthy, 16) == path  # same data, same cache file
     images = ic.image_cache(healthy, 16)
-    np.testing.assert_array_equal(images, healthy.load(np.arange(len(healthy.index)), size=16))
+    assert decoded(healthy) == N - 40
+    np.testing.assert_array_equal(images, healthy.load(np.arange(N), size=16))
 
 
-def test_a_truncated_or_foreign_cache_file_is_rebuilt_not_used(small_chunks):
-    src = tl.source(SPEC)
-    path = ic.cache_path(src, 16)
-    expected = np.asarray(ic.image_cache(src, 16)).copy()
+def test_the_record_is_rewritten_at_most_every_save_every_seconds_and_at_the_end(small_chunks, monkeypatch):
+    writes = []
+    write = ic.write_record
+    monkeypatch.setattr(ic, "write_record", lambda path, rows: (writes.append(int(rows.sum())), write(path, rows)))
+    ic.image_cache(flaky(), 16)  # 14 jobs, well under SAVE_EVERY = 1 s: one write, at the end
+    assert writes == [N]
+    writes.clear()
+    monkeypatch.setattr(ic, "SAVE_EVERY", 0)
+    ic.image_cache(flaky(), 24)  # a write after every finished job that brought new rows
+    assert len(writes) > 1 and writes == sorted(set(writes)) and writes[-1] == N and all(n % 8 == 0 for n in writes)
+
+
+def test_a_truncated_or_foreign_cache_file_or_record_is_rebuilt_not_used(small_chunks):
+    expected = flaky().load(np.arange(N), 16)
+    path = ic.cache_path(flaky(), 16)
+    record = ic.record_path(path)
+
+    def rebuilt() -> int:
+        counting = flaky()
+        np.testing.assert_array_equal(ic.image_cache(counting, 16), expected)
+        return decoded(counting)
+
+    assert rebuilt() == N
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])  # as if a copy stopped halfway
-    np.testing.assert_array_equal(ic.image_cache(src, 16), expected)
+    path.write_bytes(data[: len(data) // 2])  # as if a copy stopped halfway; the record still says "all filled"
+    assert rebuilt() == N
     np.save(path, np.zeros((3, 16, 16, 3), np.uint8))  # a well-formed file of the wrong shape
-    np.testing.assert_array_equal(ic.image_cache(src, 16), expected)
+    assert rebuilt() == N
+    np.save(path, np.zeros((N, 16, 16, 3), np.float32))  # the wrong dtype
+    assert rebuilt() == N
+    with open(record, "wb") as f:
+        np.save(f, np.full(3, 255, np.uint8))  # a record of another length
+    assert rebuilt() == N
+    record.write_bytes(b"not a record")
+    assert rebuilt() == N
+    path.unlink()  # the record alone says nothing
+    assert rebuilt() == N
+    assert rebuilt() == 0
+
+
+def test_rows_outside_the_source_are_an_index_error():
+    with pytest.raises(IndexError, match=r"0\.\.111, got rows from 100 to 112"):
+        ic.image_cache(tl.source(SPEC), 16, [100, 112])
 
 
 def test_source_returning_wrong_shape_is_reported():
@@ -97,7 +180,7 @@ def test_source_returning_wrong_shape_is_reported():
         def load(self, samples, size=None):
             return super().load(samples, None)  # ignores the size
 
-    with pytest.raises(tl.DataError, match=r"expected uint8 \(.*, 16, 16, 3\)"):
+    with pytest.raises(tl.DataError, match=r"synthetic\(.*\) returned uint8 \(.*, 32, 32, 3\).* expected uint8 \(.*, 16, 16, 3\)"):
         ic.image_cache(Wrong(branching=(2, 3), train=20, val=4, test=4), 16)
 
 
@@ -105,21 +188,23 @@ SLOW_BUILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
     from transferlab import image_cache as ic
-    from test_image_cache import Flaky
+    from test_image_cache import Flaky, filled
 
     class Slow(Flaky):
         def load(self, samples, size=None):
-            if samples[0] > 0:
+            if samples[0] >= 40:  # the jobs of rows 0-39 finish; later ones wait until those are on record, then hang
+                while filled(self).sum() < 40:
+                    time.sleep(0.01)
                 print("decoding", flush=True)
                 time.sleep(60)
             return super().load(samples, size)
 
-    ic.CHUNK = 8
+    ic.CHUNK, ic.SAVE_EVERY = 8, 0
     ic.image_cache(Slow(branching=(2, 3), train=20, val=4, test=4), 16, workers=1)
 """)
 
 
-def test_kill_9_during_a_build_leaves_a_temporary_that_the_next_build_removes(tmp_path):
+def test_kill_9_during_a_build_keeps_finished_rows_and_the_next_build_decodes_only_the_rest(small_chunks):
     env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen([sys.executable, "-c", SLOW_BUILD.format(tests=str(Path(__file__).parent))], env=env, stdout=subprocess.PIPE, text=True)
     try:
@@ -128,10 +213,10 @@ def test_kill_9_during_a_build_leaves_a_temporary_that_the_next_build_removes(tm
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     healthy = flaky()
-    path = ic.cache_path(healthy, 16)
-    assert not path.exists() and len(list(path.parent.glob(f".{path.name}.*.tmp"))) == 1
+    assert np.flatnonzero(filled(healthy)).tolist() == list(range(40))
     start = time.perf_counter()
     images = ic.image_cache(healthy, 16)  # the dead builder's lock is gone: no waiting
     assert time.perf_counter() - start < 30
-    np.testing.assert_array_equal(images, healthy.load(np.arange(len(healthy.index)), size=16))
-    assert not list(path.parent.glob("*.tmp"))
+    assert decoded(healthy) == N - 40
+    np.testing.assert_array_equal(images, healthy.load(np.arange(N), size=16))
+    assert not list(ic.cache_path(healthy, 16).parent.glob("*.tmp"))

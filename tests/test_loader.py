@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from transferlab import loader
+from transferlab.devices import synchronize
 from transferlab.loader import MEAN, STD, augment, batches, epoch_generator, fits_on_device, normalize
 
 
@@ -94,3 +95,38 @@ def test_fits_on_device_compares_with_a_share_of_memory():
     assert not fits_on_device(1 << 60, "cpu", 1.0)
     ram = loader.memory_bytes(torch.device("cpu"))
     assert fits_on_device(ram // 4, "cpu", 0.5) and not fits_on_device(ram // 4, "cpu", 0.2)
+
+
+# ---- on the device (the [cuda] cases run on a GPU machine) ----------------------------------------------------
+
+
+def test_resident_and_streamed_batches_are_identical_on_the_device(images, device):
+    samples = np.array([3, 7, 7, 1, 40, 22, 9, 13, 30, 31, 32, 0, 49, 5, 17, 18, 19, 26, 11, 2])
+    labels = np.arange(len(samples)) % 4
+    kw = dict(shuffle=True, seed=5, epoch=1)
+    reference = list(batches(images, samples, labels, 8, "cpu", resident=True, **kw))
+    on_device = torch.from_numpy(images).to(device)
+    for source, resident in ((images, True), (images, False), (on_device, True), (on_device, False)):
+        got = list(batches(source, samples, labels, 8, device, resident=resident, **kw))
+        synchronize(device)
+        assert [len(y) for _, y in got] == [8, 8, 4]
+        for (x, y), (xr, yr) in zip(got, reference):
+            assert x.device == device and y.device == device and x.dtype == torch.uint8 and y.dtype == torch.int64
+            assert torch.equal(x.cpu(), xr) and torch.equal(y.cpu(), yr)
+
+
+def test_augment_on_the_device_equals_augment_on_the_cpu(images, device):
+    x = torch.from_numpy(images[:16])
+    expected = augment(x, epoch_generator(2, 3))
+    out = augment(x.to(device), epoch_generator(2, 3))  # crops drawn on the CPU generator: the same crops
+    assert out.device == device and out.dtype == torch.float32 and out.shape == (16, 3, 12, 12)
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-4, atol=1e-4)  # standardised values lie within ±3
+
+
+def test_normalize_and_augment_give_channels_last_on_a_gpu_and_contiguous_on_the_cpu(images, device):
+    x = torch.from_numpy(images[:4])
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    for out in (normalize(x.to(device)), augment(x.to(device), epoch_generator(0, 0))):
+        assert out.device == device and out.is_contiguous(memory_format=layout)
+        assert out.is_contiguous() == (device.type != "cuda")  # 12×12×3 images: the two layouts differ
+    torch.testing.assert_close(normalize(x.to(device)).cpu(), normalize(x), rtol=1e-6, atol=1e-6)

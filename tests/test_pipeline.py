@@ -6,12 +6,13 @@ import re
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from tiny_specs import SOURCE, TARGET, TINY
-from transferlab import get_registry, pipeline, select, source, tracking
+from transferlab import get_registry, image_cache, pipeline, select, source, tracking
 from transferlab.cli import cli
 from transferlab.tasks import TransferContext
 
@@ -68,6 +69,16 @@ def test_pretraining_run_logs_params_epochs_manifest_model_and_key(shared):
     assert tracking.ManifestSource.from_dict(json.loads(dataset_input.dataset.source)).load().digest == manifest.digest
     model = mlflow.pytorch.load_model(tags[tracking.MODEL_URI])
     assert model.get_classifier().out_features == 4
+
+
+def test_pretraining_decodes_only_the_subset_and_its_val_images(pretrained, monkeypatch):
+    uri, _ = pretrained
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(Path(uri.removeprefix("sqlite:///")).parent / "cache"))
+    src, manifest = source(SOURCE), select(SOURCE, "all", 0)
+    filled = image_cache.read_record(image_cache.record_path(image_cache.cache_path(src, 16)), len(src.index))
+    wanted = np.union1d(manifest.samples, manifest.split(src.index, "val")[0])
+    assert len(wanted) == 100 and np.array_equal(np.flatnonzero(filled), wanted)  # the 20 test images are never decoded
+    assert len(src.index.split_samples("test")) == 20
 
 
 def test_identical_request_reuses_the_finished_run(shared, monkeypatch):

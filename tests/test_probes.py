@@ -19,10 +19,8 @@ SPLITS = ("train", "val", "test")
 class FixedFeatures:
     """A stand-in TransferContext serving given features: all the frozen tasks use."""
 
-    device = torch.device("cpu")
-
-    def __init__(self, splits: dict[str, tuple[np.ndarray, np.ndarray]], seed: int = 0):
-        self.splits, self.seed = splits, seed
+    def __init__(self, splits: dict[str, tuple[np.ndarray, np.ndarray]], seed: int = 0, device: torch.device | str = "cpu"):
+        self.splits, self.seed, self.device = splits, seed, torch.device(device)
         self.num_classes = int(max(y.max() for _, y in splits.values())) + 1
 
     def features(self, split):
@@ -69,7 +67,7 @@ def hard_problem():
     return [(x[a:b], y[a:b]) for a, b in ((0, 1200), (1200, 1600), (1600, 2400))]
 
 
-def test_l2_maps_to_sklearn_c_as_one_over_c_n():
+def test_l2_maps_to_sklearn_c_as_one_over_c_n(device):
     (x, y), _, _ = hard_problem()
     x, y = torch.from_numpy(StandardScaler().fit_transform(x).astype(np.float32)), torch.from_numpy(y)
     for l2 in (1e-1, 1e-3):
@@ -78,7 +76,7 @@ def test_l2_maps_to_sklearn_c_as_one_over_c_n():
         objective = torch.nn.functional.cross_entropy(x.double() @ w.T + b, y) + l2 / 2 * w.square().sum()
         objective.backward()
         assert max(w.grad.abs().max(), b.grad.abs().max()) < 1e-6  # sklearn's optimum is our objective's optimum (C = 1/l2: 1e-3 and more)
-        ours = fit_logistic(x, y, 10, l2)
+        ours = [t.cpu() for t in fit_logistic(x.to(device), y.to(device), 10, l2)]  # L-BFGS on the device
         assert torch.nn.functional.cross_entropy(x @ ours[0].T + ours[1], y) + l2 / 2 * ours[0].square().sum() < objective.item() + 1e-5
         assert np.mean(predict(x, ours).numpy() == reference.predict(x.double().numpy())) > 0.995
 
@@ -98,14 +96,18 @@ def sklearn_protocol(train, val, test, grid):
     return best[0], best[1], 100 * np.mean(clf.predict(scaler.transform(test[0])) == test[1])
 
 
-def test_linear_probe_agrees_with_sklearn_within_half_a_point():
+def test_linear_probe_agrees_with_sklearn_within_half_a_point(device):
     splits = hard_problem()
     grid = L2_GRID[::2]  # 1e-6, 1e-5, ..., 1e5
-    ours = linear_probe(*[(torch.from_numpy(x), torch.from_numpy(y)) for x, y in splits], 10, grid)
+    tensors = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in splits]
+    ours = linear_probe(*[(x.to(device), y.to(device)) for x, y in tensors], 10, grid)
     l2, val_top1, test_top1 = sklearn_protocol(*splits, grid)
     assert 40 < test_top1 < 60  # neither trivial nor hopeless (chance: 10)
     assert ours["l2"] == l2 and abs(ours["val_top1"] - val_top1) <= 0.5
     assert abs(ours["test_top1"] - test_top1) <= 0.5
+    if device.type != "cpu":  # and with the same probe on the CPU
+        on_cpu = linear_probe(*tensors, 10, grid)
+        assert ours["l2"] == on_cpu["l2"] and all(abs(ours[k] - on_cpu[k]) <= 0.5 for k in ("val_top1", "test_top1", "test_mean_class_acc"))
 
 
 def test_standardizer_uses_its_own_statistics_and_keeps_constant_features():
@@ -141,6 +143,17 @@ def test_knn_votes_are_weighted_by_exp_similarity_over_temperature():
     assert knn_predict(bank, labels, query, 2, k=1, temperature=10.0).tolist() == [0]
 
 
+def test_knn_and_fewshot_on_the_device_give_the_cpu_numbers(device):
+    """The same votes and episodes: equal up to one prediction flipped by a near tie in float32 rounding (knn: of 100 val images)."""
+    knn = clusters(spread=2.0)  # overlapping clusters: neither 0 nor 100 %
+    fewshot = clusters(per_class=(1, 1, 30), classes=8, spread=2.5)
+    for spec, splits, one_prediction in (("knn(k=10)", knn, 100 / 100), ("fewshot(episodes=50)", fewshot, 100 / (5 * 15) / 50)):
+        on_cpu, on_device = (task(spec).run(FixedFeatures(splits, device=d)) for d in ("cpu", device))
+        assert on_cpu.keys() == on_device.keys()
+        assert all(abs(on_device[k] - on_cpu[k]) <= one_prediction + 1e-9 for k in on_cpu if k != "test_ci95"), (on_device, on_cpu)
+        assert 20 < next(iter(on_cpu.values())) < 99
+
+
 # ---- fewshot --------------------------------------------------------------------------------------------------
 
 
@@ -170,8 +183,8 @@ def test_fewshot_needs_enough_test_classes_with_enough_images():
 # ---- finetune and the whole context ---------------------------------------------------------------------------
 
 
-def test_finetune_learns_a_tiny_target_and_leaves_the_pretrained_model_alone():
-    ctx = context(target(train=30, test=10))
+def test_finetune_learns_a_tiny_target_and_leaves_the_pretrained_model_alone(device):
+    ctx = context(target(train=30, test=10), device=device)
     before = {k: v.clone() for k, v in ctx.model.state_dict().items()}
     result = task("finetune(epochs=8, lr=0.05, batch_size=32)").run(ctx)  # about a second on 2 CPU cores
     assert result["test_top1"] >= 75 and result["val_top1"] >= 75  # chance: 25
@@ -179,8 +192,8 @@ def test_finetune_learns_a_tiny_target_and_leaves_the_pretrained_model_alone():
     assert all(torch.equal(before[k], v) for k, v in ctx.model.state_dict().items())
 
 
-def test_every_task_runs_on_a_target_and_frozen_tasks_share_one_extraction():
-    ctx = context(batch_size=1000)
+def test_every_task_runs_on_a_target_and_frozen_tasks_share_one_extraction(device):
+    ctx = context(batch_size=1000, device=device)
     chain = get_registry().parse_chain("task", "linear(l2_grid=[1e-4, 1e-2, 1.0]) | knn | fewshot(ways=3, shots=2, queries=3, episodes=20)")
     results = {t.name: t.run(ctx) for t in chain}
     assert ctx.model.passes == 3  # train, val, test: once each

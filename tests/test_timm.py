@@ -5,6 +5,8 @@ import timm
 import torch
 
 import transferlab as tl
+from transferlab.devices import autocast, prepare
+from transferlab.loader import normalize
 from transferlab_timm.backbone import TimmBackbone
 
 
@@ -86,3 +88,30 @@ def test_bare_timm_model_names_are_backbone_specs():
     assert registry.parse("backbone", "convnext_atto(drop_path_rate=0.1)").drop_path_rate == 0.1
     with pytest.raises(tl.SpecError, match="unknown backbone .resnet18x."):
         registry.parse("backbone", "resnet18x")
+
+
+@pytest.mark.parametrize("model", ["test_resnet", "test_convnext", "test_vit"])
+def test_models_run_on_the_device_like_on_the_cpu_and_train_a_step(model, device):
+    """Eval logits on the device (bf16 autocast and channels_last on CUDA) match the CPU's; backward reaches every parameter."""
+    b = backbone(f"timm({model!r})")
+    torch.manual_seed(0)
+    net = b.build(7, 32).eval()
+    images = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = net(normalize(images))
+    net = prepare(net, device)
+    x = normalize(images.to(device))
+    with torch.no_grad(), autocast(device):
+        logits = net(x)
+        features = b.features(net, x)
+    assert logits.device == device and logits.dtype == (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    assert features.shape == (4, b.feature_dim(net))
+    tolerance = 0.05 if device.type == "cuda" else 1e-5  # bf16: 8 significant bits
+    assert (logits.float().cpu() - expected).abs().max() <= tolerance * expected.abs().max() + 1e-6
+    net.train()
+    with autocast(device):
+        loss = torch.nn.functional.cross_entropy(net(x), torch.arange(4, device=device))
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    grads = [p.grad for p in net.parameters() if p.requires_grad]
+    assert all(g is not None and g.device == device and torch.isfinite(g).all() for g in grads)

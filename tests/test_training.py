@@ -105,30 +105,37 @@ def test_crash_mid_epoch_then_rerun_resumes_to_the_same_weights(tmp_path, monkey
     saved = torch.load(tmp_path / "resumed.pt", weights_only=True)
     assert (saved["epoch"], saved["step"]) == (1, 5) and len(saved["history"]) == 1
 
-    resumed, metrics, logged = run(spec, tmp_path / "resumed.pt", data)
-    assert [s for _, s in logged] == [10, 15]  # only the epochs that had not finished are trained and logged again
+    resumed, metrics, logged = run(spec, tmp_path / "resumed.pt", data, logged={5})
+    assert [s for _, s in logged] == [10, 15]  # only the epochs that had not finished are trained and logged
     assert same_weights(straight, resumed)
     assert metrics == straight_metrics | {"pretrain.images_per_s": metrics["pretrain.images_per_s"]}
     assert [m["pretrain.val_top1"] for m, _ in logged] == [m["pretrain.val_top1"] for m, _ in straight_log[1:]]
 
-    again, final, logged = run(spec, tmp_path / "resumed.pt", data)  # a finished run returns its metrics without training
+    again, final, logged = run(spec, tmp_path / "resumed.pt", data, logged={5, 10, 15})  # finished: its metrics, no training
     assert logged == [] and same_weights(again, straight) and final == metrics
 
 
-def test_an_epoch_whose_metrics_were_not_logged_is_trained_again(tmp_path):
+def test_an_epoch_checkpointed_but_not_logged_is_logged_on_resume_without_training_again(tmp_path, monkeypatch):
     data = setup()
-    spec = Training(epochs=2, batch_size=16, resolution=16)
-    straight, _, _ = run(spec, tmp_path / "a.pt", data)
+    spec = Training(epochs=3, batch_size=16, resolution=16)
+    straight, _, straight_log = run(spec, tmp_path / "a.pt", data)
+    recorded = []
 
     def tracking_fails_in_epoch_two(metrics, step):
         if step == 10:
             raise ConnectionError("tracking server went away")
+        recorded.append(step)
 
     with pytest.raises(ConnectionError):
         run(spec, tmp_path / "b.pt", data, log=tracking_fails_in_epoch_two)
-    assert torch.load(tmp_path / "b.pt", weights_only=True)["epoch"] == 1
-    resumed, _, logged = run(spec, tmp_path / "b.pt", data)
-    assert [s for _, s in logged] == [10] and same_weights(straight, resumed)
+    assert recorded == [5] and torch.load(tmp_path / "b.pt", weights_only=True)["epoch"] == 2
+
+    steps, real_augment = [], training.augment
+    monkeypatch.setattr(training, "augment", lambda x, g: steps.append(1) or real_augment(x, g))
+    resumed, _, logged = run(spec, tmp_path / "b.pt", data, logged=set(recorded))
+    assert [s for _, s in logged] == [10, 15] and len(steps) == 5  # epoch 2 logged from the checkpoint; only epoch 3 trained
+    assert logged[0][0] == straight_log[1][0] | {"pretrain.images_per_s": logged[0][0]["pretrain.images_per_s"]}
+    assert same_weights(straight, resumed)
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path):
@@ -159,3 +166,4 @@ def test_subset_smaller_than_a_batch_trains_on_one_batch_per_epoch(tmp_path):
     _, metrics, logged = run(Training(epochs=2, batch_size=512, resolution=16), tmp_path / "ck.pt", data)
     assert [s for _, s in logged] == [1, 2] and math.isfinite(metrics["pretrain.train_loss"])
     assert 0 <= metrics["pretrain.val_top1"] <= 100 and np.isfinite(metrics["pretrain.images_per_s"])
+

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from . import policies as parse_policies
 from . import source as parse_source
+from .cache import CACHE_ENV, CLEARABLE, KEPT, cache_root, clear, usage
 from .components import signature
 from .defaults import DEFAULTS
 from .errors import TransferlabError
@@ -150,6 +151,25 @@ def tree(class_list: str | None, source_spec: str | None, depth: int | None, out
         icicle_png(src.tree, out, depth, title=src.spec())
         click.echo(f"wrote {out}")
 
+
+@cli.command()
+@click.option("--clear", "kinds", multiple=True, type=click.Choice(list(CLEARABLE)), help="Delete a cache folder; repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the folders as JSON.")
+def cache(kinds: tuple[str, ...], as_json: bool):
+    """Show what the cache folder holds (files, disk used), or clear parts of it; cleared caches are rebuilt when needed."""
+    for kind in kinds:
+        files, freed = clear(kind)
+        click.echo(f"cleared {kind}: {files} files, {freed / 2**20:,.1f} MiB", err=as_json)
+    root = cache_root()
+    rows = [{"folder": p.name, "holds": CLEARABLE.get(p.name) or KEPT.get(p.name, ""), **dict(zip(("files", "disk_bytes", "bytes"), usage(p)))}
+            for p in sorted(root.iterdir() if root.is_dir() else []) if p.is_dir()]
+    if as_json:
+        click.echo(json.dumps({"root": str(root), "folders": rows}, indent=1))
+        return
+    table = Table("folder", "holds", "files", "on disk", "size", title=f"cache: {escape(str(root))}  (${CACHE_ENV})", title_justify="left")
+    for r in rows:
+        table.add_row(r["folder"], r["holds"], str(r["files"]), f"{r['disk_bytes'] / 2**20:,.1f} MiB", f"{r['bytes'] / 2**20:,.1f} MiB")
+    console.print(table)
 
 
 def pretrain_options(command):

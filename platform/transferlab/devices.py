@@ -8,13 +8,15 @@ import torch
 from .errors import SpecError
 
 
-def resolve_device(requested: str) -> torch.device:
-    """'auto' → the first CUDA device if there is one, else the CPU; 'cuda' without a CUDA device is an error."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
+def resolve_device(requested: str | torch.device) -> torch.device:
+    """'auto' → the current CUDA device if there is one, else the CPU; 'cuda' without a CUDA device is an error.
+
+    CUDA devices come back with their index ('cuda' → 'cuda:0'), as tensors report them, so devices compare equal."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if requested == "auto" else requested)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SpecError(f"device '{requested}' was requested, but this machine has no CUDA device; use device='auto' or 'cpu'")
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
     return device
 
 
@@ -40,7 +42,7 @@ def prepare(model: torch.nn.Module, device: torch.device, compile: bool = False)
 
 def upload(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A host tensor on the device; on CUDA copied through pinned memory without stalling the queue of GPU work."""
-    if device.type == "cuda":
+    if device.type == "cuda" and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
 

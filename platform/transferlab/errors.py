@@ -19,3 +19,7 @@ class DataError(TransferlabError):
 
 class PolicyError(TransferlabError):
     """A subset policy cannot be applied to the data it was given."""
+
+
+class CacheError(TransferlabError):
+    """A cache operation that cannot be done."""

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .devices import memory_bytes, memory_format, upload
+from .devices import memory_bytes, memory_format, resolve_device, upload
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, on the 0..1 scale
 STD = (0.229, 0.224, 0.225)
@@ -86,7 +86,7 @@ def batches(images: np.ndarray | torch.Tensor, samples: np.ndarray, labels: np.n
     there; otherwise each batch is read from `images` (the memory-mapped cache) in a background thread and copied
     through pinned memory on CUDA. Both paths yield identical batches. drop_last drops a final partial batch.
     """
-    device = torch.device(device)
+    device = resolve_device(device)
     order = epoch_order(len(samples), shuffle, seed, epoch)
     rows = np.asarray(samples, dtype=np.int64)[order]
     targets = torch.as_tensor(np.asarray(labels, dtype=np.int64)[order])

@@ -141,10 +141,11 @@ def run_pretraining(spec: PretrainSpec, manifest: Manifest, run_id: str, checkpo
             tracking.log_manifest(manifest, f"{spec.source.label()}: {manifest.policy}")
             tracking.log_params(run_id, spec.params(manifest))
         model = spec.backbone.build(manifest.num_classes, spec.training.resolution)
-        images = image_cache(spec.source, spec.training.resolution)
         val = manifest.split(spec.source.index, "val")
+        images = image_cache(spec.source, spec.training.resolution, rows=np.concatenate([manifest.samples, val[0]]))
         pretrain(spec.backbone, model, images, manifest, val, spec.training, checkpoint,
-                 lambda metrics, step: mlflow.log_metrics(metrics, step=step), seed=spec.seed)
+                 lambda metrics, step: mlflow.log_metrics(metrics, step=step), seed=spec.seed,
+                 logged=tracking.logged_steps(run_id, "pretrain.epoch"))
         tracking.log_model(model.cpu(), REQUIREMENTS)
 
 

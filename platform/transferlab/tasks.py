@@ -45,7 +45,7 @@ class TransferContext:
         self.target = target
         self.backbone = backbone
         self.resolution = resolution
-        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        self.device = resolve_device(device)
         self.seed = seed
         self.batch_size = batch_size
         self.model = prepare(model, self.device).eval()

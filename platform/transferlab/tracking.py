@@ -137,6 +137,11 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     client().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
+def logged_steps(run_id: str, metric: str) -> set[int]:
+    """The steps at which a run has recorded `metric`."""
+    return {m.step for m in client().get_metric_history(run_id, metric)}
+
+
 def set_tags(run_id: str, tags: dict[str, str]) -> None:
     """Set several tags on a run."""
     client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

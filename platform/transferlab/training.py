@@ -2,7 +2,7 @@
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +19,19 @@ from .loader import augment, batches, epoch_generator, fits_on_device, normalize
 from .manifest import Manifest
 from .training_spec import Training
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 STEP_DECAY = ((0.5, 0.1), (0.75, 0.1))  # 'step' schedule: × 0.1 after half and after three quarters of the post-warmup steps
 
 
 def pretrain(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, manifest: Manifest, val: tuple[np.ndarray, np.ndarray],
              spec: Training, checkpoint: Path, log: Callable[[dict[str, float], int], None], *, seed: int = 0,
-             progress: bool = True) -> dict[str, float]:
+             logged: Collection[int] = (), progress: bool = True) -> dict[str, float]:
     """Train `model` (in place) on the manifest's samples of `images`; resume from `checkpoint` if it exists; return the last metrics.
 
     Every epoch — a pass over the subset, or `len(subset) // batch_size` steps when the length is given in steps — ends
-    with held-out val top-1, `log(metrics, step)` and an atomic checkpoint. Crops and order depend on (seed, epoch) only.
+    with held-out val top-1, an atomic checkpoint, then `log(metrics, step)`. On resume, the checkpoint's epochs whose
+    step is not in `logged` (the steps the caller has already recorded) are logged first, so a kill between checkpoint
+    and logging leaves neither a gap nor a duplicate. Crops and order depend on (seed, epoch) only.
     """
     device = resolve_device(spec.device)
     net = prepare(model, device, spec.compile)
@@ -52,6 +54,9 @@ def pretrain(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, man
     step, first_epoch, history = 0, 0, []
     if checkpoint.exists():
         step, first_epoch, history = load_checkpoint(checkpoint, key, model, optimizer)
+        for entry in history:
+            if entry["step"] not in logged:
+                log(entry["metrics"], entry["step"])
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[result]}"),
                   console=Console(stderr=True), disable=not progress) as bars:
@@ -85,11 +90,11 @@ def pretrain(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, man
                        "pretrain.epoch": float(epoch + 1)}
             if len(val_samples):
                 metrics["pretrain.val_top1"] = evaluate(net, val_images, val_samples, val_labels, 2 * spec.batch_size, device, resident)
-            history.append(metrics)
+            history.append({"step": step, "metrics": metrics})
             bars.update(bar, result=summary(metrics))
-            log(metrics, step)  # before the checkpoint: an epoch whose metrics could not be logged is trained again
             save_checkpoint(checkpoint, key, model, optimizer, step, epoch + 1, history)
-    return dict(history[-1])
+            log(metrics, step)
+    return dict(history[-1]["metrics"])
 
 
 def learning_rate(spec: Training, step: int, total_steps: int) -> float:
@@ -127,7 +132,7 @@ def evaluate(net: torch.nn.Module, images, samples: np.ndarray, labels: np.ndarr
 
 
 def save_checkpoint(path: Path, key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, epoch: int,
-                    history: list[dict[str, float]]) -> None:
+                    history: list[dict]) -> None:
     """Write everything a resume needs (tensors, numbers, strings only, so `weights_only=True` loads it), atomically."""
     state = {
         "format": CHECKPOINT_FORMAT, "key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -138,16 +143,19 @@ def save_checkpoint(path: Path, key: str, model: torch.nn.Module, optimizer: tor
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: Path, key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int, list[dict[str, float]]]:
-    """Restore model, optimizer and random state from a checkpoint of the same run; return (step, epochs done, metric history)."""
+def load_checkpoint(path: Path, key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int, list[dict]]:
+    """Restore model, optimizer and random state from a checkpoint of the same run; return (step, epochs done, history).
+
+    The history holds one {'step': optimizer steps done, 'metrics': {...}} per finished epoch."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("format") != CHECKPOINT_FORMAT or state.get("key") != key:
         raise TransferlabError(f"checkpoint {path} belongs to another training run ({state.get('key')!r}), not to {key!r}; move it away to start afresh")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"]["torch"])
-    if state["rng"]["cuda"]:
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    if state["rng"]["cuda"] and torch.cuda.is_available():  # resuming on a machine with fewer GPUs restores those it has
+        for index, rng in enumerate(state["rng"]["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(rng, index)
     return state["step"], state["epoch"], state["history"]
 
 
