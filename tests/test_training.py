@@ -138,11 +138,15 @@ def test_an_epoch_checkpointed_but_not_logged_is_logged_on_resume_without_traini
     assert same_weights(straight, resumed)
 
 
-def test_checkpoint_of_another_run_is_refused(tmp_path):
+def test_checkpoint_of_another_run_or_format_is_refused(tmp_path):
     data = setup()
     run(Training(epochs=1, batch_size=16, resolution=16), tmp_path / "ck.pt", data)
     with pytest.raises(tl.TransferlabError, match="belongs to another training run"):
         run(Training(epochs=1, batch_size=16, resolution=16, lr=0.2), tmp_path / "ck.pt", data)
+    state = torch.load(tmp_path / "ck.pt", weights_only=True)
+    torch.save(state | {"format": 1}, tmp_path / "ck.pt")
+    with pytest.raises(tl.TransferlabError, match="another transferlab version"):
+        run(Training(epochs=1, batch_size=16, resolution=16), tmp_path / "ck.pt", data)
 
 
 def test_length_in_steps_evaluates_every_virtual_epoch_and_at_the_end(tmp_path):

@@ -148,7 +148,9 @@ def load_checkpoint(path: Path, key: str, model: torch.nn.Module, optimizer: tor
 
     The history holds one {'step': optimizer steps done, 'metrics': {...}} per finished epoch."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("key") != key:
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise TransferlabError(f"checkpoint {path} was written by another transferlab version (format {state.get('format')}, this one reads {CHECKPOINT_FORMAT}); move it away to start afresh")
+    if state.get("key") != key:
         raise TransferlabError(f"checkpoint {path} belongs to another training run ({state.get('key')!r}), not to {key!r}; move it away to start afresh")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
