@@ -107,3 +107,32 @@ def test_cache_clear_refuses_while_a_build_holds_its_lock():
     assert busy.exit_code == 2 and "another process is building a.npy" in busy.output
     assert (cache_dir("images") / "a.npy").exists()
     assert invoke("cache", "--clear", "images").exit_code == 0 and not (cache_dir("images") / "a.npy").exists()
+
+
+def test_seed_accepts_integral_floats_as_mlflow_projects_pass_them():
+    whole = json.loads(invoke("subset", "--source", SOURCE, "--policy", "random_classes(k=5)", "--seed", "3", "--json").output)
+    as_float = invoke("subset", "--source", SOURCE, "--policy", "random_classes(k=5)", "--seed", "3.0", "--json")
+    assert as_float.exit_code == 0, as_float.output
+    assert json.loads(as_float.output)["digest"] == whole["digest"]
+    for command in ("subset", "pretrain", "run"):
+        for bad in ("1.5", "-1", "one"):
+            out = invoke(command, "--seed", bad)
+            assert out.exit_code == 2 and "is not a whole number >= 0" in out.output, (command, bad, out.output)
+
+
+def test_an_unreachable_tracking_server_is_one_line_and_exit_2(monkeypatch):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a loopback port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    for args in (["pretrain", "--source", SOURCE], ["transfer", "0" * 32], ["run", "--source", SOURCE]):
+        start = time.monotonic()
+        out = invoke(*args)
+        assert time.monotonic() - start < 30
+        assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+        assert out.stderr.startswith(f"Error: cannot reach the MLflow tracking store {uri}") and out.stderr.count("\n") == 1

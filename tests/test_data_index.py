@@ -1,10 +1,14 @@
-"""DataIndex arrays, validation, persistence; ClassTree constructions and queries."""
+"""DataIndex arrays, validation, persistence; Subset sample selection; ClassTree constructions and queries."""
+
+import dataclasses
 
 import numpy as np
 import pytest
 
 from conftest import make_index
 from transferlab import ClassTree, DataError, DataIndex
+from transferlab.errors import PolicyError
+from transferlab.subset import Subset
 
 
 def test_index_counts_splits_and_round_trip(tmp_path):
@@ -32,6 +36,29 @@ def test_index_with_files_resolves_paths(tmp_path):
 def test_fingerprint_changes_with_content():
     assert make_index([4, 6]).fingerprint() != make_index([4, 7]).fingerprint()
     assert make_index([4, 6]).fingerprint() == make_index([4, 6]).fingerprint()
+
+
+def test_content_digest_is_saved_and_part_of_the_fingerprint(tmp_path):
+    index = make_index([4, 6])
+    stamped = dataclasses.replace(index, content="abc123")
+    assert index.content == "" and stamped.fingerprint() != index.fingerprint()
+    assert dataclasses.replace(index, content="abc124").fingerprint() != stamped.fingerprint()
+    stamped.save(tmp_path / "index.npz")
+    again = DataIndex.load(tmp_path / "index.npz")
+    assert again.content == "abc123" and again.fingerprint() == stamped.fingerprint()
+
+
+def test_keep_samples_refuses_samples_the_subset_does_not_keep():
+    index = make_index([3, 3], val=2, test=1)  # train rows 0-5, val 6-9, test 10-11
+    subset = Subset.full(index)
+    assert subset.keep_samples(np.array([4, 0])).samples.tolist() == [0, 4]
+    with pytest.raises(PolicyError, match="3 samples the subset does not keep .* such as 6, 7, 10"):
+        subset.keep_samples(np.flatnonzero(index.labels == 0))  # class 0 of every split: val and test rows leak
+    dropped = subset.keep_classes([1])
+    with pytest.raises(PolicyError, match="such as 0, 1, 2"):
+        dropped.keep_samples(np.arange(6))  # class 0 was dropped: its rows would get label -1
+    with pytest.raises(PolicyError, match="twice"):
+        subset.keep_samples(np.array([1, 1]))
 
 
 @pytest.mark.parametrize("kwargs, message", [

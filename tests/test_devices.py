@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import transferlab as tl
+from transferlab import devices
 from transferlab.devices import autocast, device_name, memory_bytes, memory_format, prepare, resolve_device, synchronize, upload
 from transferlab.image_cache import image_cache
 from transferlab.training import pretrain
@@ -95,6 +96,22 @@ def test_upload_gives_an_equal_tensor_on_the_device(device):
         assert torch.equal(copy.cpu(), source) and torch.equal(doubled.cpu(), source.to(torch.float32) * 2)
 
 
+def test_seeded_blocks_draw_the_seeds_numbers_and_restore_the_generators(device):
+    torch.rand(3), torch.rand(3, device=device)  # the generators are in some state of their own
+    cpu_state = torch.get_rng_state()
+    cuda_state = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    draws = []
+    for seed, stream in ((0, "init"), (0, "init"), (1, "init"), (0, "pretrain")):
+        with devices.seeded(seed, stream, device):
+            draws.append((torch.rand(4), torch.rand(4, device=device).cpu()))
+    assert all(torch.equal(a, b) for a, b in zip(draws[0], draws[1]))
+    assert not torch.equal(draws[0][0], draws[2][0]) and not torch.equal(draws[0][0], draws[3][0])
+    assert torch.equal(torch.get_rng_state(), cpu_state)
+    if cuda_state is not None:
+        assert torch.equal(torch.cuda.get_rng_state(device), cuda_state)
+    assert len({devices.torch_seed(seed, stream) for seed in range(3) for stream in ("init", "pretrain", "finetune")}) == 9
+
+
 def test_memory_and_name_describe_the_device(device):
     assert memory_bytes(device) > 1 << 30
     name = device_name(device)
@@ -114,8 +131,7 @@ def train(spec: Training, checkpoint, data, seed: int = 0):
     """Pretrain a fresh test_resnet; return (backbone, model, last metrics, logged (metrics, step) pairs)."""
     manifest, images, val = data
     backbone = tl.get_registry().parse("backbone", BACKBONE)
-    torch.manual_seed(0)
-    model = backbone.build(manifest.num_classes, spec.resolution)
+    model = backbone.build_seeded(manifest.num_classes, spec.resolution, seed)
     logged = []
     metrics = pretrain(backbone, model, images, manifest, val, spec, checkpoint, lambda m, s: logged.append((m, s)), seed=seed,
                        progress=False)
@@ -140,8 +156,7 @@ def test_pretrain_learns_on_the_device_in_bf16_channels_last_and_checkpoints(dev
     spec = Training(epochs=6, batch_size=32, resolution=16, optimizer="adamw", lr=0.01, weight_decay=0.05, device=device.type)
     manifest = data[0]
     backbone = tl.get_registry().parse("backbone", BACKBONE)
-    torch.manual_seed(0)
-    model = backbone.build(manifest.num_classes, 16)
+    model = backbone.build_seeded(manifest.num_classes, 16, seed=0)
     seen = set()
     first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     first_conv.register_forward_hook(lambda module, inputs, output: seen.add(

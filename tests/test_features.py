@@ -24,9 +24,8 @@ def target(**kw) -> Synthetic:
 
 
 def context(source=None, model=None, device="cpu", **kw) -> TransferContext:
-    torch.manual_seed(0)
     backbone = Tiny()
-    return TransferContext(source or target(), backbone, model or backbone.build(5, RES), RES, device=device, **kw)
+    return TransferContext(source or target(), backbone, model or backbone.build_seeded(5, RES, seed=0), RES, device=device, **kw)
 
 
 def test_features_are_the_pooled_penultimate_activations_in_sample_order():

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from transferlab.errors import DataError, SpecError
+from transferlab.image_cache import cache_path, image_cache
 from transferlab.images import decode_image
 from transferlab_sources.idx import MNIST, FashionMNIST
 from transferlab_sources.image_folder import ImageFolder
@@ -115,6 +116,27 @@ def test_split_layout_without_train_is_an_error(tmp_path):
         ImageFolder(str(root)).index
 
 
+@pytest.mark.parametrize("val_folder", ["valid", "validation"])
+def test_valid_and_validation_folders_are_the_val_split(tmp_path, val_folder):
+    root = make_tree(tmp_path / "data", {"train/cat": 4, "train/dog": 4, f"{val_folder}/cat": 2, f"{val_folder}/dog": 1, "test/dog": 3})
+    index = ImageFolder(str(root), val_fraction=0.5).index
+    assert index.classes == ("cat", "dog")
+    assert counts_by_name(index, "train") == {"cat": 4, "dog": 4}  # a val folder exists: nothing is carved
+    assert counts_by_name(index, "val") == {"cat": 2, "dog": 1} and counts_by_name(index, "test") == {"cat": 0, "dog": 3}
+
+
+@pytest.mark.parametrize("counts, message", [
+    ({"train/cat": 2, "val/cat": 1, "docs/cat": 1, "extra/x": 1}, "other folders beside them: docs, extra"),
+    ({"train/cat": 2, "cats/x": 1}, "other folders beside them: cats"),  # a train folder at the top is never a class
+    ({"train/cat": 2, "val/cat": 1, "valid/cat": 1}, "val and valid folders; keep one val folder"),
+    ({"valid/cat": 1, "test/cat": 1}, "no train folder"),
+])
+def test_a_split_layout_with_other_folders_or_two_val_folders_is_an_error(tmp_path, counts, message):
+    root = make_tree(tmp_path / "data", counts)
+    with pytest.raises(DataError, match=message):
+        ImageFolder(str(root)).index
+
+
 def test_missing_root_and_bad_val_fraction_fail_at_construction(tmp_path):
     with pytest.raises(DataError, match="does not exist") as err:
         ImageFolder(str(tmp_path / "nowhere"))
@@ -139,6 +161,47 @@ def test_val_is_carved_per_class_by_file_path_and_is_a_property_of_the_files(tmp
     moved = ImageFolder(str(nested.parent), val_fraction=0.25).index
     assert {moved.path(i).removeprefix("train/") for i in moved.split_samples("val")} == val
     assert ImageFolder(str(root), val_fraction=0.0).index.class_counts("val").sum() == 0
+
+
+def test_val_fraction_changes_neither_the_rows_nor_the_image_cache(tmp_path, monkeypatch):
+    root = make_tree(tmp_path / "data", {"a": 6, "b": 6})
+    none, half = ImageFolder(str(root), val_fraction=0.0), ImageFolder(str(root), val_fraction=0.5)
+    assert none.index.files.tolist() == half.index.files.tolist() and none.index.folder_ids.tolist() == half.index.folder_ids.tolist()
+    assert none.index.class_counts("val").sum() == 0 and half.index.class_counts("val").tolist() == [3, 3]
+    assert none.fingerprint != half.fingerprint and cache_path(none, 8) == cache_path(half, 8)
+    first = image_cache(none, 8)
+    opens = count_opens(monkeypatch)
+    np.testing.assert_array_equal(image_cache(half, 8), first)
+    assert opens == []  # nothing decoded again
+    split = make_tree(tmp_path / "split", {"train/a": 3, "val/a": 1})
+    assert ImageFolder(str(split), val_fraction=0.1).fingerprint == ImageFolder(str(split), val_fraction=0.3).fingerprint
+
+
+def test_test_fraction_holds_out_nested_test_images_before_val_without_touching_pixels(tmp_path, monkeypatch):
+    root = make_tree(tmp_path / "data", {"a": 20, "b": 10, "c": 1})
+    index = ImageFolder(str(root), val_fraction=0.1, test_fraction=0.2).index
+    assert counts_by_name(index, "test") == {"a": 4, "b": 2, "c": 0}  # round(0.2·n) of each class; one image stays in train
+    assert counts_by_name(index, "val") == {"a": 2, "b": 1, "c": 0}  # round(0.1·n) of the class, after test
+    assert counts_by_name(index, "train") == {"a": 14, "b": 7, "c": 1}
+    paths = {split: {index.path(i) for i in index.split_samples(split)} for split in ("train", "val", "test")}
+    larger = ImageFolder(str(root), val_fraction=0.0, test_fraction=0.3).index
+    assert paths["test"] < {larger.path(i) for i in larger.split_samples("test")}  # nested in the fraction
+    plain = ImageFolder(str(root), val_fraction=0.1)
+    assert plain.index.files.tolist() == index.files.tolist() and cache_path(plain, 8) == cache_path(ImageFolder(str(root), test_fraction=0.2), 8)
+    split = make_tree(tmp_path / "split", {"train/a": 3, "test/a": 1})  # a test folder makes test_fraction moot
+    assert ImageFolder(str(split), test_fraction=0.2).fingerprint == ImageFolder(str(split), test_fraction=0.0).fingerprint
+    with pytest.raises(SpecError, match="test_fraction must lie in"):
+        ImageFolder(str(root), test_fraction=1.0)
+    with pytest.raises(SpecError, match=r"val_fraction \+ test_fraction must lie in"):
+        ImageFolder(str(root), val_fraction=0.5, test_fraction=0.5)
+
+
+def test_file_names_that_are_not_utf8_are_indexed_and_loaded(tmp_path):
+    root = make_tree(tmp_path / "data", {"a": 2, "b": 2})
+    os.rename(root / "a" / "img000.png", os.fsencode(root / "a") + b"/caf\xe9.png")  # a Latin-1 name
+    src = ImageFolder(str(root), val_fraction=0.5)  # val is carved by file name
+    assert len(src.index) == 4 and "a/caf\udce9.png" in {src.index.path(i) for i in range(4)}
+    assert (src.load(np.arange(4)) == RED).all()
 
 
 # corrupt files
@@ -180,20 +243,40 @@ def test_skip_leaves_corrupt_files_out_and_records_them(tmp_path):
     assert not set(bad) & {index.path(i) for i in range(len(index))}
 
 
-def test_data_corrupt_beyond_the_header_fails_at_load_naming_every_file(tmp_path):
-    root = tmp_path / "data"
+def write_noise(root: Path, names) -> None:
+    """A 64×64 noise image per name, in the format its suffix names."""
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    for name in ("a/half.png", "a/half.jpg", "a/whole.png"):
+    for name in names:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(noise).save(root / name)
+
+
+def test_truncated_files_are_reported_or_skipped_at_index_time(tmp_path):
+    root = tmp_path / "data"
+    write_noise(root, ("a/half.png", "a/half.jpg", "a/whole.png", "a/whole.jpg"))
     for name in ("a/half.png", "a/half.jpg"):
         data = (root / name).read_bytes()
-        (root / name).write_bytes(data[: len(data) // 2])
+        (root / name).write_bytes(data[: len(data) // 2])  # headers intact, the rest cut off
+    with pytest.raises(DataError, match="2 unreadable image files") as err:
+        ImageFolder(str(root), val_fraction=0.0).index
+    assert "a/half.png: unreadable" in str(err.value) and "a/half.jpg: unreadable" in str(err.value)
+    src = ImageFolder(str(root), val_fraction=0.0, corrupt="skip")
+    assert src.index.skipped == ("a/half.jpg", "a/half.png") and len(src.index) == 2
+    assert src.load(np.arange(2)).shape == (2, 64, 64, 3)
+
+
+def test_data_corrupt_inside_a_complete_file_fails_at_load_naming_every_file(tmp_path):
+    root = tmp_path / "data"
+    write_noise(root, ("a/bad1.png", "a/bad2.png", "a/whole.png"))
+    for name in ("a/bad1.png", "a/bad2.png"):
+        data = bytearray((root / name).read_bytes())
+        data[200:400] = bytes(200)  # compressed pixels zeroed; header and IEND intact
+        (root / name).write_bytes(bytes(data))
     src = ImageFolder(str(root), val_fraction=0.0)
-    assert len(src.index) == 3  # the headers read fine
+    assert len(src.index) == 3  # the probe decodes only files whose end is missing
     with pytest.raises(DataError, match="could not decode 2 of 3") as err:
         src.load(np.arange(3))
-    assert "a/half.png" in str(err.value) and "a/half.jpg" in str(err.value)
+    assert "a/bad1.png" in str(err.value) and "a/bad2.png" in str(err.value)
     assert src.load(np.array([2])).shape == (1, 64, 64, 3)
 
 
@@ -228,6 +311,21 @@ def test_decode_resizes_the_shorter_side_and_crops_the_centre(tmp_path):
     gray = tmp_path / "gray.png"
     Image.new("L", (6, 6), 77).save(gray)
     assert (decode_image(gray) == 77).all() and decode_image(gray).shape == (6, 6, 3)
+
+
+def test_the_same_names_over_other_files_are_other_data(tmp_path, cache):
+    clean, noisy = (make_tree(tmp_path / name, {"a": 2, "b": 2}) for name in ("clean", "noisy"))
+    for path in noisy.rglob("*.png"):
+        write_image(path, BLUE)
+        os.utime(path, ns=(OLD_NS, OLD_NS))  # other files: another mtime, even where the size is the same
+    a, b = ImageFolder(str(clean)), ImageFolder(str(noisy))
+    assert [a.index.path(i) for i in range(4)] == [b.index.path(i) for i in range(4)]
+    assert a.index.content != b.index.content and a.fingerprint != b.fingerprint and cache_path(a, 8) != cache_path(b, 8)
+    assert (image_cache(a, 8) == RED).all() and (image_cache(b, 8) == BLUE).all()
+    write_image(noisy / "a" / "img000.png", GREEN)  # rewritten in place: no folder's mtime changes
+    assert ImageFolder(str(noisy)).fingerprint == b.fingerprint  # the cached index stands (README: cache --clear index)
+    shutil.rmtree(cache / "index")
+    assert ImageFolder(str(noisy)).fingerprint != b.fingerprint
 
 
 def test_fingerprint_ignores_the_location_but_not_the_data(tmp_path):
@@ -322,6 +420,21 @@ def test_mnist_reads_idx_files_and_round_trips_the_pixels(tmp_path):
     assert (src.load(np.arange(50)) == arrays["train"][0][..., None]).all()
     assert src.load(test[:3], size=6).shape == (3, 6, 6, 3)
     assert MNIST(str(tmp_path), val_fraction=0.2).index.splits.tolist() == index.splits.tolist()
+
+
+def test_idx_fingerprint_covers_the_pixels_and_the_image_cache_ignores_val_fraction(tmp_path):
+    write_idx_set(tmp_path / "one")
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    images = tmp_path / "two" / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    data = bytearray(images.read_bytes())
+    data[-1] ^= 0xFF  # one pixel of one test image
+    one, copy = MNIST(str(tmp_path / "one")), MNIST(str(tmp_path / "two"))
+    assert one.fingerprint == copy.fingerprint
+    images.write_bytes(bytes(data))
+    changed = MNIST(str(tmp_path / "two"))
+    assert changed.fingerprint != one.fingerprint and cache_path(changed, 8) != cache_path(one, 8)
+    other_val = MNIST(str(tmp_path / "one"), val_fraction=0.5)
+    assert other_val.fingerprint != one.fingerprint and cache_path(other_val, 8) == cache_path(one, 8)
 
 
 def test_fashion_mnist_reads_gz_files_with_official_class_names(tmp_path):

@@ -5,14 +5,18 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import transferlab as tl
+import transferlab_sources.image_folder as image_folder
 from transferlab import image_cache as ic
+from transferlab import images
 from transferlab_sources.synthetic import Synthetic
 
 SPEC = "synthetic(branching=(2, 3), train=20, val=4, test=4)"  # 4 pretraining classes, 112 images
@@ -168,6 +172,36 @@ def test_a_truncated_or_foreign_cache_file_or_record_is_rebuilt_not_used(small_c
     path.unlink()  # the record alone says nothing
     assert rebuilt() == N
     assert rebuilt() == 0
+
+
+def test_decoding_files_runs_at_most_one_decode_per_cpu(tmp_path, small_chunks, monkeypatch):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        for i in range(48):
+            Image.new("RGB", (8, 8)).save(tmp_path / folder / f"{i}.png")
+    active, peak, lock = 0, 0, threading.Lock()
+    decode = image_folder.decode_image
+
+    def counting(path, size=None):
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        try:
+            time.sleep(0.005)  # stands in for decoding a large image
+            return decode(path, size)
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(image_folder, "decode_image", counting)
+    monkeypatch.setattr(images, "usable_cpus", lambda: 3)
+    src = image_folder.ImageFolder(str(tmp_path), val_fraction=0.0)
+    assert ic.image_cache(src, 8, workers=3).shape == (96, 8, 8, 3)
+    assert 1 < peak <= 3  # in parallel, one level of threads: not 3 jobs × a pool each
+    peak = 0
+    assert src.load(np.arange(96)).shape == (96, 8, 8, 3)  # called directly: a pool of its own, one thread per CPU
+    assert 1 < peak <= 3
 
 
 def test_rows_outside_the_source_are_an_index_error():

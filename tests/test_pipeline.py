@@ -3,20 +3,26 @@
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from tiny_specs import SOURCE, TARGET, TINY
-from transferlab import get_registry, image_cache, pipeline, select, source, tracking
+from transferlab import get_registry, image_cache, metric_names, pipeline, run_owners, select, source, tracking
 from transferlab.cli import cli
+from transferlab.errors import CheckpointError, DataError
 from transferlab.tasks import TransferContext
 
 pytest_plugins = ["mlflow_store"]  # fixtures: empty_store, store
+TARGET_LABEL = "synthetic_heldout_branching_2_2_2_test5_train20_val5"  # TARGET's non-default parameters name it
+KNN_TOP1, LINEAR_TOP1 = (f"transfer.{task}.{TARGET_LABEL}.test_top1" for task in ("knn", "linear"))
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +53,16 @@ def runs_with(experiment_id: str, tag: str, value: str):
     return MlflowClient().search_runs([experiment_id], f"tags.`{tag}` = '{value}'")
 
 
+def children_on(run_id: str, target: str):
+    """The transfer runs of a pretraining run on one target."""
+    experiment = MlflowClient().get_run(run_id).info.experiment_id
+    return [r for r in runs_with(experiment, "mlflow.parentRunId", run_id) if r.data.params["target"] == source(target).spec()]
+
+
+def all_runs():
+    return MlflowClient().search_runs([e.experiment_id for e in MlflowClient().search_experiments()])
+
+
 def test_pretraining_run_logs_params_epochs_manifest_model_and_key(shared):
     run = MlflowClient().get_run(shared)
     params, tags = run.data.params, run.data.tags
@@ -67,6 +83,9 @@ def test_pretraining_run_logs_params_epochs_manifest_model_and_key(shared):
     assert {t.key: t.value for t in dataset_input.tags} == {"mlflow.data.context": "training", tracking.MANIFEST_DIGEST: manifest.digest}
     assert json.loads(dataset_input.dataset.source)["uri"] == f"runs:/{shared}/manifest"
     assert tracking.ManifestSource.from_dict(json.loads(dataset_input.dataset.source)).load().digest == manifest.digest
+    resolved = mlflow.data.get_source(dataset_input)  # MLflow's own API finds the registered source type
+    assert isinstance(resolved, tracking.ManifestSource) and resolved.load().digest == manifest.digest
+    assert params["transferlab.recipe"] == str(pipeline.RECIPE_VERSION)
     model = mlflow.pytorch.load_model(tags[tracking.MODEL_URI])
     assert model.get_classifier().out_features == 4
 
@@ -90,18 +109,17 @@ def test_identical_request_reuses_the_finished_run(shared, monkeypatch):
 
 def test_transfer_results_are_child_runs_of_the_pretraining_run(shared, monkeypatch):
     metrics = pipeline.transfer_run(shared, TARGET, "linear | knn")
-    assert metrics["transfer.linear.synthetic_heldout.test_top1"] >= 0 and "transfer.knn.synthetic_heldout.test_top1" in metrics
-    experiment = MlflowClient().get_run(shared).info.experiment_id
-    children = runs_with(experiment, "mlflow.parentRunId", shared)
+    assert metrics[LINEAR_TOP1] >= 0 and KNN_TOP1 in metrics
+    children = children_on(shared, TARGET)
     assert {r.data.tags[tracking.KIND] for r in children} == {"transfer"} and len(children) == 2
     assert all(r.data.tags[tracking.PRETRAIN_RUN] == shared and r.info.status == "FINISHED" for r in children)
     linear = next(r for r in children if r.data.params["task"].startswith("linear"))
-    assert linear.data.metrics["transfer.linear.synthetic_heldout.test_top1"] == metrics["transfer.linear.synthetic_heldout.test_top1"]
-    assert MlflowClient().get_run(shared).data.metrics["transfer.knn.synthetic_heldout.test_top1"] == metrics["transfer.knn.synthetic_heldout.test_top1"]
+    assert linear.data.metrics[LINEAR_TOP1] == metrics[LINEAR_TOP1]
+    assert MlflowClient().get_run(shared).data.metrics[KNN_TOP1] == metrics[KNN_TOP1]
 
     monkeypatch.setattr(pipeline.TransferContext, "features", lambda *a: pytest.fail("measured again"))
     assert pipeline.transfer_run(shared, TARGET, "knn | linear") == metrics
-    assert len(runs_with(experiment, "mlflow.parentRunId", shared)) == 2
+    assert len(children_on(shared, TARGET)) == 2
 
 
 def test_transfer_refuses_a_run_that_is_not_a_finished_pretraining_run(store):
@@ -150,7 +168,7 @@ def test_cli_run_nests_pretraining_under_main_and_reuses_it_next_time(store):
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "main run" in result.output and "pretraining run" in result.output and "mlflow ui" in result.output
-    assert "transfer.knn.synthetic_heldout.test_top1" in result.output
+    assert KNN_TOP1 in result.output
     experiment = tracking.experiment_id("cli")
     [main] = runs_with(experiment, tracking.KIND, "main")
     [pretrain] = runs_with(experiment, tracking.KIND, "pretrain")
@@ -159,7 +177,7 @@ def test_cli_run_nests_pretraining_under_main_and_reuses_it_next_time(store):
     assert pretrain.data.tags["mlflow.parentRunId"] == main.info.run_id and main.data.tags[tracking.PRETRAIN_RUN] == pretrain.info.run_id
     assert transfer.data.tags["mlflow.parentRunId"] == pretrain.info.run_id
     assert main.data.params["tasks"] == "knn" and main.data.params["source"] == SOURCE
-    assert {"pretrain.val_top1", "transfer.knn.synthetic_heldout.test_top1"} <= set(main.data.metrics)
+    assert {"pretrain.val_top1", KNN_TOP1} <= set(main.data.metrics)
     assert [d.dataset.digest for d in main.inputs.dataset_inputs] == [d.dataset.digest for d in pretrain.inputs.dataset_inputs]
 
     again = CliRunner().invoke(cli, args, catch_exceptions=False)
@@ -191,3 +209,251 @@ def test_readme_task_plugin_example_runs_on_a_transfer_context():
     metrics = namespace["Centroid"]().run(context)
     assert set(metrics) == {"test_top1"} and 0 <= metrics["test_top1"] <= 100
     namespace["register_tasks"](lambda cls: cls.name == "centroid" or pytest.fail("registered something else"))
+
+
+# ---- metric names: task and target labels ------------------------------------------------------------------------
+
+METRIC_NAME = re.compile(r"^[A-Za-z0-9_\-. /]+$")  # what MLflow accepts in a metric name
+
+
+def test_labels_name_non_default_parameters_and_file_roots(tmp_path):
+    task = lambda text: get_registry().parse("task", text)  # noqa: E731
+    assert metric_names.component_label(task("knn")) == "knn" and metric_names.component_label(task("knn(k=20)")) == "knn"
+    assert metric_names.component_label(task("knn(k=1)")) == "knn_k1"
+    assert metric_names.component_label(task("knn(temperature=0.1, k=1)")) == "knn_k1_temperature0_1"
+    assert metric_names.source_label(source("synthetic(part='heldout')")) == "synthetic_heldout"  # the default target keeps its name
+    assert metric_names.source_label(source(TARGET)) == TARGET_LABEL
+    assert metric_names.source_label(source(TARGET.replace("train=20", "train=10"))) == TARGET_LABEL.replace("train20", "train10")
+    (tmp_path / "sun397" / "abbey").mkdir(parents=True)
+    assert metric_names.source_label(source(f"image_folder(root='{tmp_path / 'sun397'}')")) == "image_folder_sun397"
+    assert metric_names.source_label(source(f"image_folder(root='{tmp_path / 'sun397'}/', val_fraction=0.2)")) == "image_folder_sun397_val_fraction0_2"
+    long = metric_names.component_label(task("fewshot(ways=3, shots=1, queries=2, episodes=7)"), "x" * 100)
+    assert len(long) <= metric_names.LABEL_CHARS and METRIC_NAME.match(long)
+
+
+@pytest.mark.parametrize("tasks", ["knn | knn", "knn(k=1) | linear | knn(k=1, temperature=0.07)"])
+def test_a_task_chain_with_a_task_twice_is_refused(tasks):
+    with pytest.raises(tracking.TransferlabError, match="twice"):
+        pipeline.TransferSpec.parse(TARGET, tasks)
+
+
+def test_tasks_with_other_parameters_and_targets_sharing_a_label_get_their_own_metrics(shared):
+    other = TARGET.replace("train=20", "train=10")  # same source, same label() as TARGET
+    metrics = pipeline.transfer_run(shared, other, "knn(k=1) | knn")
+    label = metric_names.source_label(source(other))
+    assert {f"transfer.knn_k1.{label}.test_top1", f"transfer.knn.{label}.test_top1"} <= set(metrics)
+    assert {name.split(".")[1] for name in metrics} == {"knn", "knn_k1"}
+    assert all(METRIC_NAME.match(name) for name in metrics) and label != TARGET_LABEL
+    children = children_on(shared, other)
+    assert sorted(r.info.run_name for r in children) == [f"knn on {label}", f"knn_k1 on {label}"]
+    on_pretraining = MlflowClient().get_run(shared).data.metrics
+    assert all(on_pretraining[name] == value for name, value in metrics.items())  # nothing overwrote anything
+    with pytest.raises(tracking.TransferlabError, match="twice"):
+        pipeline.transfer_run(shared, other, "knn | knn")
+    assert len(children_on(shared, other)) == 2
+
+
+# ---- checks before any run ----------------------------------------------------------------------------------------
+
+def flat_folder(root: Path) -> Path:
+    """Class folders of PNGs with no train/ or test/ folders (a flat image_folder has no test split)."""
+    from PIL import Image
+
+    for c in range(3):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), 40 * c + i, np.uint8)).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
+def test_a_target_without_test_split_fails_before_any_pretraining_or_run(store, tmp_path, monkeypatch):
+    flat = f"image_folder(root='{flat_folder(tmp_path / 'flat')}')"
+    monkeypatch.setattr(pipeline, "pretrain", lambda *a, **k: pytest.fail("pretrained before checking the target"))
+    with pytest.raises(DataError, match="no test split"):
+        pipeline.main_run(**TINY, target=flat, tasks="knn", experiment="flat")
+    assert all_runs() == []
+    result = CliRunner().invoke(cli, ["run", "--source", SOURCE, "--training", TINY["training"], "--target", flat, "--tasks", "knn"])
+    assert result.exit_code == 2 and "no test split" in result.output and "pass test_fraction=" in result.output
+    assert all_runs() == []
+
+
+def test_transfer_to_a_target_without_test_split_creates_no_child_run_until_one_is_held_out(shared, tmp_path):
+    root = flat_folder(tmp_path / "flat")
+    before = len(all_runs())
+    with pytest.raises(DataError, match="no test split"):
+        pipeline.transfer_run(shared, f"image_folder(root='{root}')", "knn")
+    assert len(all_runs()) == before
+    results = pipeline.transfer_run(shared, f"image_folder(root='{root}', test_fraction=0.25)", "knn")
+    assert set(results) == {f"transfer.knn.image_folder_flat_test_fraction0_25.{m}" for m in ("test_top1", "test_mean_class_acc", "val_top1")}
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"policy": "random_classes(k=1000)"}, "asks for 1000 classes"),
+    pytest.param({"training": "train(epochs=1, batch_size=16, resolution=16, device='cuda')"}, "no CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")),
+])
+def test_policy_and_device_mistakes_leave_no_run(store, change, error):
+    with pytest.raises(tracking.TransferlabError, match=error):
+        pipeline.main_run(**(TINY | change), target=TARGET, tasks="knn", experiment="mistakes")
+    with pytest.raises(tracking.TransferlabError, match=error):
+        pipeline.pretrain_run(**(TINY | change), experiment="mistakes")
+    assert all_runs() == []
+
+
+# ---- the run key ----------------------------------------------------------------------------------------------------
+
+def test_run_keys_depend_on_the_recipe_version_not_on_the_installed_package(monkeypatch, tmp_path):
+    import tomllib
+    from importlib.metadata import PackageNotFoundError
+
+    import transferlab
+
+    spec = pipeline.PretrainSpec.parse(**TINY)
+    manifest = spec.prepare()
+    key = spec.key(manifest)
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    assert transferlab.__version__ == pyproject
+
+    def not_installed(name):
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(transferlab, "version", not_installed)  # as under `mlflow run .` with PYTHONPATH=platform:plugins
+    assert transferlab.package_version() == pyproject
+    monkeypatch.setattr(transferlab, "PYPROJECT", tmp_path / "pyproject.toml")
+    monkeypatch.setattr(pipeline, "__version__", transferlab.package_version())
+    assert pipeline.__version__ == "0+unknown" and spec.key(manifest) == key
+    monkeypatch.setattr(pipeline, "RECIPE_VERSION", pipeline.RECIPE_VERSION + 1)
+    assert spec.key(manifest) != key
+
+
+# ---- resume, supersede, and the records a resumed run keeps -----------------------------------------------------------
+
+def tiny_key() -> str:
+    spec = pipeline.PretrainSpec.parse(**TINY)
+    return spec.key(spec.prepare())
+
+
+def interrupted_main_run(monkeypatch) -> tuple[str, str]:
+    """A `transferlab run` stopped with Ctrl-C after its first epoch (checkpoint written): (main run, pretraining run)."""
+    real = pipeline.pretrain
+
+    def stops_after_one_epoch(*args, **kwargs):
+        log = args[7]
+
+        def then_ctrl_c(metrics, step):
+            log(metrics, step)
+            raise KeyboardInterrupt
+
+        return real(*args[:7], then_ctrl_c, *args[8:], **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "pretrain", stops_after_one_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.main_run(**TINY, target=TARGET, tasks="knn", experiment="stop")
+    experiment = tracking.experiment_id("stop")
+    [main] = runs_with(experiment, tracking.KIND, "main")
+    [pretraining] = runs_with(experiment, tracking.KIND, "pretrain")
+    assert main.info.status == pretraining.info.status == "KILLED" and pipeline.checkpoint_path(pretraining.info.run_id).exists()
+    return main.info.run_id, pretraining.info.run_id
+
+
+def epochs_logged(run_id: str) -> list[float]:
+    return sorted(m.value for m in MlflowClient().get_metric_history(run_id, "pretrain.epoch"))
+
+
+def artifacts(run_id: str) -> set[str]:
+    return {a.path for a in MlflowClient().list_artifacts(run_id)}
+
+
+def test_a_resumed_run_that_finishes_keeps_no_error_record(store, monkeypatch, capsys):
+    _, pretraining = interrupted_main_run(monkeypatch)
+    before = MlflowClient().get_run(pretraining)
+    assert before.data.tags[tracking.ERROR] == "KeyboardInterrupt: " and "error.txt" in artifacts(pretraining)
+
+    result = pipeline.main_run(**TINY, target=TARGET, tasks="knn", experiment="stop")
+    assert result.pretrain_run == pretraining and "resuming pretraining run" in capsys.readouterr().err
+    run = MlflowClient().get_run(pretraining)
+    assert run.info.status == "FINISHED" and tracking.ERROR not in run.data.tags and "error.txt" not in artifacts(pretraining)
+    assert run.data.tags[tracking.RESUMED_AFTER] == "KeyboardInterrupt: "
+    assert epochs_logged(pretraining) == [1.0, 2.0]
+    with_errors = MlflowClient().search_runs([run.info.experiment_id], f"tags.`{tracking.ERROR}` LIKE '%'")
+    assert pretraining not in {r.info.run_id for r in with_errors}  # a filter on the error tag no longer lists it
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_after_kill_9_the_dead_main_run_ends_killed_and_the_resumed_run_moves_to_the_new_main_run(store, monkeypatch):
+    old_main, pretraining = interrupted_main_run(monkeypatch)
+    c = MlflowClient()
+    for run_id in (old_main, pretraining):  # what kill -9 leaves: RUNNING, no error record, an owner that is gone
+        c.update_run(run_id, status="RUNNING")
+        c.delete_tag(run_id, tracking.ERROR)
+        tracking.set_tags(run_id, {run_owners.PID: str(dead_pid())})
+
+    result = pipeline.main_run(**TINY, target=TARGET, tasks="knn", experiment="stop")
+    assert result.pretrain_run == pretraining and result.main_run != old_main
+    old, new, run = c.get_run(old_main), c.get_run(result.main_run), c.get_run(pretraining)
+    assert old.info.status == "KILLED" and old.data.tags[tracking.SUPERSEDED_BY] == result.main_run
+    assert new.info.status == run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == result.main_run and new.data.tags[tracking.PRETRAIN_RUN] == pretraining
+    assert run.data.tags[tracking.RESUMED_AFTER].startswith("RUNNING: owner host")
+    assert epochs_logged(pretraining) == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "old format"])
+def test_an_unreadable_checkpoint_is_kept_and_its_run_stays_resumable(store, monkeypatch, damage):
+    _, pretraining = interrupted_main_run(monkeypatch)
+    checkpoint = pipeline.checkpoint_path(pretraining)
+    if damage == "garbage":
+        checkpoint.write_bytes(b"not a checkpoint")
+    else:
+        torch.save({"format": 1}, checkpoint)
+    with pytest.raises(CheckpointError, match="cannot resume pretraining run .* are kept; move or delete the checkpoint"):
+        pipeline.pretrain_run(**TINY, experiment="stop")
+    assert checkpoint.exists() and MlflowClient().get_run(pretraining).info.status == "KILLED"
+
+    checkpoint.unlink()  # what the message says to do
+    run_id = pipeline.pretrain_run(**TINY, experiment="stop")
+    assert run_id != pretraining and MlflowClient().get_run(run_id).info.status == "FINISHED"
+    assert MlflowClient().get_run(pretraining).data.tags[tracking.SUPERSEDED_BY] == run_id
+
+
+def test_a_stopped_run_without_checkpoint_here_is_replaced_by_a_new_run(store, capsys):
+    experiment = tracking.experiment_id("lost")
+    old = tracking.create_run(experiment, "from another machine", {tracking.KIND: "pretrain", tracking.KEY: tiny_key()})
+    tracking.log_metrics(old, {"pretrain.epoch": 1.0}, step=5)
+    MlflowClient().set_terminated(old, "KILLED")
+
+    run_id = pipeline.pretrain_run(**TINY, experiment="lost")
+    assert run_id != old and "no checkpoint of it on this machine" in capsys.readouterr().err
+    stale, new = MlflowClient().get_run(old), MlflowClient().get_run(run_id)
+    assert stale.info.status == "KILLED" and stale.data.tags[tracking.SUPERSEDED_BY] == run_id
+    assert new.info.status == "FINISHED" and epochs_logged(run_id) == [1.0, 2.0] and epochs_logged(old) == [1.0]
+    assert pipeline.pretrain_run(**TINY, experiment="lost") == run_id  # the superseded run is never picked up again
+
+
+# ---- inside a caller's own MLflow run -------------------------------------------------------------------------------
+
+def test_inside_an_active_fluent_run_that_run_is_the_parent(store):
+    experiment = tracking.experiment_id("notebook")
+    with mlflow.start_run(experiment_id=experiment, run_name="my notebook run") as outer:
+        run_id = pipeline.pretrain_run(**TINY)
+        assert mlflow.active_run().info.run_id == outer.info.run_id  # still the caller's run
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == outer.info.run_id
+    assert run.info.experiment_id == experiment and MlflowClient().get_run(outer.info.run_id).data.tags[tracking.PRETRAIN_RUN] == run_id
+
+
+def test_a_failing_start_run_leaves_no_run_running(store, monkeypatch):
+    def hiccup(*args, **kwargs):
+        raise mlflow.MlflowException("the tracking server hiccuped")
+
+    monkeypatch.setattr(mlflow, "start_run", hiccup)
+    with pytest.raises(mlflow.MlflowException, match="hiccuped"):
+        pipeline.pretrain_run(**TINY, experiment="hiccup")
+    [run] = all_runs()
+    assert run.info.status == "FAILED" and "hiccuped" in run.data.tags[tracking.ERROR]

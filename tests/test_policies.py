@@ -10,14 +10,17 @@ from hypothesis import strategies as st
 from conftest import make_index
 from transferlab import (
     Manifest,
+    Policy,
     PolicyError,
     Source,
     SpecError,
+    Subset,
     get_registry,
     make_manifest,
     policies,
 )
 from transferlab.data_index import DataIndex
+from transferlab_subsets.budget import water_fill
 
 COUNTS = [30, 25, 40, 12, 30, 30, 18, 50, 30, 22]
 
@@ -102,6 +105,37 @@ def test_fixed_budget_spends_exactly_the_budget():
         policies("fixed_budget(images=3, classes=5)")
 
 
+@pytest.mark.parametrize("images", [50, 121, 200, 257, 287])
+def test_fixed_budget_redistribute_spends_exactly_the_budget(images):
+    m = run(f"fixed_budget(images={images}, classes=10, take='redistribute')")
+    counts = m.class_counts()
+    assert counts.sum() == images and (counts <= COUNTS).all()
+    if -(-images // 10) <= min(COUNTS):  # nobody short: the same even split as take='exact'
+        assert sample_set(m) == sample_set(run(f"fixed_budget(images={images}, classes=10)"))
+    full = counts == np.array(COUNTS)  # short classes give all they have, the others share the rest evenly
+    if not full.all():
+        assert counts[~full].max() - counts[~full].min() <= 1 and (counts[full] <= counts[~full].max()).all()
+    assert run("fixed_budget(images=300, classes=10, take='available')").class_counts().sum() == 257  # why it exists
+
+
+def test_fixed_budget_redistribute_is_nested_in_images():
+    previous = set()
+    for images in range(10, 288, 7):
+        kept = sample_set(run(f"fixed_budget(images={images}, classes=10, take='redistribute')", seed=3))
+        assert len(kept) == images and previous <= kept
+        previous = kept
+    with pytest.raises(PolicyError, match="hold only 287"):
+        run("fixed_budget(images=288, classes=10, take='redistribute')")
+    with pytest.raises(PolicyError, match="take='redistribute'"):
+        run("fixed_budget(images=300, classes=10)")
+
+
+def test_water_fill_levels_and_tie_order():
+    assert water_fill(np.array([5, 1, 5, 2]), np.array([3, 2, 1, 0]), 10).tolist() == [3, 1, 4, 2]  # class 2 comes before class 0
+    assert water_fill(np.array([5, 1, 5, 2]), np.array([3, 2, 1, 0]), 9).tolist() == [3, 1, 3, 2]
+    assert water_fill(np.array([5, 1, 5, 2]), np.array([3, 2, 1, 0]), 99).tolist() == [5, 1, 5, 2]
+
+
 def test_exclude_by_id_name_or_number():
     m = run("exclude(classes=['c01', 'name02', 7])")
     assert m.classes == tuple(f"c{c:02d}" for c in (0, 3, 4, 5, 6, 8, 9))
@@ -109,6 +143,79 @@ def test_exclude_by_id_name_or_number():
     assert m.summary()["class_map"]["c03"] == "c03" and "c01" not in m.summary()["class_map"]
     with pytest.raises(PolicyError, match="no current class named 'cat'"):
         run("exclude(classes=['cat'])")
+
+
+def test_exclude_numbers_are_source_labels_not_current_indices():
+    m = run("exclude(classes=['c00']) | exclude(classes=[1])")  # source class 1 (c01) is current class 0 by now
+    assert m.classes == tuple(f"c{c:02d}" for c in range(2, 10))
+    with pytest.raises(PolicyError, match="no current class named 0"):
+        run("exclude(classes=['c00']) | exclude(classes=[0])")
+
+
+@dataclasses.dataclass(frozen=True)
+class Folders(Source):
+    """Nested folders as image_folder names them: id = path, name = last part (names repeat)."""
+
+    name = "folders"
+
+    def build_index(self) -> DataIndex:
+        ids = ("cat", "dog", "toys/dog", "wild/cat", "a/fox", "b/fox")
+        return DataIndex(np.repeat(np.arange(6), 2), np.zeros(12), ids, tuple(i.rsplit("/", 1)[-1] for i in ids))
+
+
+def test_exclude_matches_ids_before_names_and_rejects_ambiguous_names():
+    src = Folders()
+    assert run("exclude(classes=['cat'])", source=src).classes == ("dog", "toys/dog", "wild/cat", "a/fox", "b/fox")
+    assert run("exclude(classes=['dog', 'wild/cat'])", source=src).classes == ("cat", "toys/dog", "a/fox", "b/fox")
+    with pytest.raises(PolicyError, match="'fox' is shared by 2 classes.*'a/fox', 'b/fox'"):
+        run("exclude(classes=['fox'])", source=src)
+    assert run("exclude(classes=['name04'])").num_classes == 9  # a unique name still works
+
+
+def test_keep_classes_rejects_indices_outside_the_current_classes():
+    subset = Subset.full(Tiny().index)
+    for bad in ([-1], [0, 10]):
+        with pytest.raises(PolicyError, match=r"outside 0\.\.9"):
+            subset.keep_classes(bad)
+    assert subset.keep_classes([9, 0]).classes == ("c09", "c00")
+
+
+def test_drop_source_classes_thins_merged_classes():
+    subset = Subset.full(Tiny().index)
+    merged = subset.relabel(np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 2]), ["g0", "g1", "g2"], ["G0", "G1", "G2"])
+    thinned = merged.drop_source_classes([1, 3, 4])  # part of g0, all of g1
+    assert thinned.classes == ("g0", "g2") and thinned.class_map.tolist() == [0, -1, 0, -1, -1, 1, 1, 1, 1, 1]
+    assert thinned.class_counts().tolist() == [COUNTS[0] + COUNTS[2], sum(COUNTS[5:])]
+    assert not np.isin(Tiny().index.labels[thinned.samples], [1, 3, 4]).any()
+    with pytest.raises(PolicyError, match="outside"):
+        merged.drop_source_classes([10])
+
+
+@dataclasses.dataclass(frozen=True)
+class Sloppy(Policy):
+    """A plugin policy that slips: returns samples it should not (bypassing keep_samples)."""
+
+    name = "sloppy"
+    slip: str = "val"
+
+    def apply(self, subset, tree, seeds):
+        index = subset.index
+        extra = {
+            "val": index.split_samples("val")[:1],
+            "dropped": np.flatnonzero(index.labels == 0)[:1],  # class c00 was excluded before
+            "twice": subset.samples[:1],
+            "outside": np.array([len(index)]),
+        }[self.slip]
+        samples = np.sort(np.concatenate([subset.samples, extra]))
+        return dataclasses.replace(subset, samples=samples)
+
+
+@pytest.mark.parametrize("slip", ["val", "dropped", "twice", "outside"])
+def test_make_manifest_rejects_a_policy_that_keeps_foreign_samples(slip):
+    chain = [*policies("exclude(classes=['c00'])"), Sloppy(slip)]
+    with pytest.raises(PolicyError, match=rf"policy sloppy\(slip='{slip}'\)"):
+        make_manifest(Tiny(), chain)
+    assert make_manifest(Tiny(), chain[:1]).num_classes == 9
 
 
 def test_split_halves_partition_the_classes():

@@ -1,5 +1,7 @@
 """Transfer tasks: linear probe (and its agreement with scikit-learn), kNN, few-shot episodes, fine-tuning."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -8,10 +10,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from test_features import RES, context, target
-from transferlab import DataError, SpecError, get_registry
+from transferlab import DataError, SpecError, get_registry, loader
+from transferlab_probes import finetune
 from transferlab_probes.fewshot import episode_accuracies
 from transferlab_probes.knn import knn_predict
-from transferlab_probes.linear import L2_GRID, TOLERANCE, Standardizer, fit_logistic, linear_probe, predict
+from transferlab_probes.linear import L2_GRID, TOLERANCE, Standardizer, UnconvergedWarning, fit_logistic, linear_probe, predict
 
 SPLITS = ("train", "val", "test")
 
@@ -49,7 +52,8 @@ def test_linear_probe_separates_well_separated_classes():
     result = task("linear").run(FixedFeatures(clusters()))
     assert result["test_top1"] == result["test_mean_class_acc"] == result["val_top1"] == 100.0
     assert result["l2"] in L2_GRID
-    assert set(result) == {"test_top1", "test_mean_class_acc", "val_top1", "l2"}
+    assert set(result) == {"test_top1", "test_mean_class_acc", "val_top1", "l2", "lbfgs_unconverged"}
+    assert result["lbfgs_unconverged"] == 0
 
 
 def test_linear_probe_on_random_labels_is_at_chance():
@@ -76,8 +80,10 @@ def test_l2_maps_to_sklearn_c_as_one_over_c_n(device):
         objective = torch.nn.functional.cross_entropy(x.double() @ w.T + b, y) + l2 / 2 * w.square().sum()
         objective.backward()
         assert max(w.grad.abs().max(), b.grad.abs().max()) < 1e-6  # sklearn's optimum is our objective's optimum (C = 1/l2: 1e-3 and more)
-        ours = [t.cpu() for t in fit_logistic(x.to(device), y.to(device), 10, l2)]  # L-BFGS on the device
-        assert torch.nn.functional.cross_entropy(x @ ours[0].T + ours[1], y) + l2 / 2 * ours[0].square().sum() < objective.item() + 1e-5
+        fit = fit_logistic(x.to(device), y.to(device), 10, l2)  # L-BFGS on the device
+        ours = [t.cpu() for t in fit.weights]
+        assert fit.converged and ours[0].dtype == torch.float64
+        assert torch.nn.functional.cross_entropy(x.double() @ ours[0].T + ours[1], y) + l2 / 2 * ours[0].square().sum() < objective.item() + 1e-5
         assert np.mean(predict(x, ours).numpy() == reference.predict(x.double().numpy())) > 0.995
 
 
@@ -108,6 +114,57 @@ def test_linear_probe_agrees_with_sklearn_within_half_a_point(device):
     if device.type != "cpu":  # and with the same probe on the CPU
         on_cpu = linear_probe(*tensors, 10, grid)
         assert ours["l2"] == on_cpu["l2"] and all(abs(ours[k] - on_cpu[k]) <= 0.5 for k in ("val_top1", "test_top1", "test_mean_class_acc"))
+
+
+def raw_relu_problem(seed: int = 0, scale: float = 10.0):
+    """Penultimate-like raw features: non-negative, per-feature scales spread log-normally (×`scale`), 10 classes."""
+    x, y = make_classification(n_samples=2250, n_features=64, n_informative=24, n_redundant=8, n_classes=10,
+                               n_clusters_per_class=2, class_sep=1.2, flip_y=0.05, random_state=seed)
+    x = (np.maximum(x, 0) * np.random.default_rng(seed).lognormal(0, 1, x.shape[1]) * scale).astype(np.float32)
+    return [(x[a:b], y[a:b]) for a, b in ((0, 600), (600, 750), (750, 2250))]
+
+
+def sklearn_raw_protocol(train, val, test, grid):
+    """The Kornblith protocol with scikit-learn on raw features: pick C on val (ties: stronger), refit on train+val at the same l2."""
+    best = None
+    for l2 in sorted(grid, reverse=True):
+        clf = LogisticRegression(C=1 / (l2 * len(train[0])), tol=TOLERANCE, max_iter=1000).fit(*train)
+        accuracy = 100 * np.mean(clf.predict(val[0]) == val[1])
+        if best is None or accuracy > best[1]:
+            best = (l2, accuracy)
+    x_all, y_all = np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
+    clf = LogisticRegression(C=1 / (best[0] * len(x_all)), tol=TOLERANCE, max_iter=1000).fit(x_all, y_all)
+    return best[0], 100 * np.mean(clf.predict(test[0]) == test[1])
+
+
+@pytest.mark.filterwarnings("ignore")  # both solvers run out of iterations on some of these badly conditioned fits
+def test_linear_probe_on_raw_badly_scaled_features_agrees_with_sklearn():
+    """A float32 objective stalled L-BFGS early here, and the warm-started path then chose another strength (3.7 points off)."""
+    splits = raw_relu_problem()
+    grid = L2_GRID[12:21]  # 1 .. 1e4
+    ours = linear_probe(*[(torch.from_numpy(x), torch.from_numpy(y)) for x, y in splits], 10, grid, standardize=False)
+    l2, test_top1 = sklearn_raw_protocol(*splits, grid)
+    assert ours["l2"] == l2 and abs(ours["test_top1"] - test_top1) <= 0.5
+
+
+def test_l_bfgs_reaches_the_gradient_tolerance_on_raw_features():
+    (x, y), _, _ = raw_relu_problem()
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    fit = fit_logistic(x, y, 10, 1e3)  # features stay float32; the objective is float64
+    w, b = (t.detach().requires_grad_() for t in fit.weights)
+    objective = torch.nn.functional.cross_entropy(x.double() @ w.T + b, y) + 1e3 / 2 * w.square().sum()
+    objective.backward()
+    assert fit.converged and max(w.grad.abs().max(), b.grad.abs().max()) <= TOLERANCE
+
+
+def test_running_out_of_iterations_warns_and_is_counted():
+    splits = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in hard_problem()]
+    with pytest.warns(UnconvergedWarning, match=r"after 2 iterations \(max_iter=2\)"):
+        result = linear_probe(*splits, 10, (1e-3, 1e-1), max_iter=2)
+    assert result["lbfgs_unconverged"] == 3  # both strengths and the refit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert linear_probe(*splits, 10, (1e-1,))["lbfgs_unconverged"] == 0
 
 
 def test_standardizer_uses_its_own_statistics_and_keeps_constant_features():
@@ -190,6 +247,63 @@ def test_finetune_learns_a_tiny_target_and_leaves_the_pretrained_model_alone(dev
     assert result["test_top1"] >= 75 and result["val_top1"] >= 75  # chance: 25
     assert set(result) == {"test_top1", "test_mean_class_acc", "val_top1", "train_loss"}
     assert all(torch.equal(before[k], v) for k, v in ctx.model.state_dict().items())
+
+
+def test_finetune_gives_the_same_numbers_for_the_same_seed_and_leaves_the_global_random_state_alone():
+    ctx = context(target(train=30, test=10))
+    spec = task("finetune(epochs=3, lr=0.05, batch_size=32)")
+    results = []
+    for draws in (3, 11):
+        torch.rand(draws)  # whatever the process drew before must not matter
+        state = torch.get_rng_state()
+        results.append(spec.run(ctx))
+        assert torch.equal(torch.get_rng_state(), state)
+    assert results[0] == results[1]
+    other_seed = spec.run(context(target(train=30, test=10), seed=1))
+    assert other_seed != results[0]
+
+
+class RecordingSGD(torch.optim.SGD):
+    """SGD that keeps itself and the learning rate of every step, for inspection."""
+
+    made = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rates = []
+        RecordingSGD.made.append(self)
+
+    def step(self, closure=None):
+        self.rates.append([group["lr"] for group in self.param_groups])
+        return super().step(closure)
+
+
+def test_finetune_warms_up_and_spares_norms_and_biases_from_weight_decay(monkeypatch):
+    RecordingSGD.made = []
+    monkeypatch.setattr(finetune.torch.optim, "SGD", RecordingSGD)
+    ctx = context(target(train=30, test=10))  # 120 training images: 3 steps of 32 per epoch
+    task("finetune(epochs=10, lr=0.05, batch_size=32, weight_decay=1e-3, warmup=0.1)").run(ctx)
+    [optimizer] = RecordingSGD.made
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 1e-3 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"]) and no_decay["params"]
+    assert optimizer.defaults["nesterov"]
+    rates = [r[0] for r in optimizer.rates]
+    assert len(rates) == 30 and all(r == rates_of_step[0] for rates_of_step in optimizer.rates for r in rates_of_step)
+    assert rates[:4] == pytest.approx([0.05 / 3, 0.1 / 3, 0.05, 0.05])  # 3 warmup steps to the peak, then cosine
+    assert rates[-1] < 0.001 and all(a >= b for a, b in zip(rates[3:], rates[4:]))
+    with pytest.raises(SpecError, match="warmup"):
+        task("finetune(warmup=1.0)")
+
+
+def test_finetune_copies_the_training_images_to_the_device_once(monkeypatch):
+    copies = []
+    for module in (finetune, loader):
+        real = module.to_device
+        monkeypatch.setattr(module, "to_device", lambda images, rows, device, real=real: copies.append(len(rows)) or real(images, rows, device))
+    ctx = context(target(train=20, test=10))
+    task("finetune(epochs=5, batch_size=16)").run(ctx)
+    assert copies == [len(ctx.samples("train"))]
 
 
 def test_every_task_runs_on_a_target_and_frozen_tasks_share_one_extraction(device):

@@ -1,11 +1,13 @@
 """The timm backbone: any timm model by name, checked at parse time, random init, CIFAR stems for small ResNet inputs."""
 
+import numpy as np
 import pytest
 import timm
 import torch
 
 import transferlab as tl
 from transferlab.devices import autocast, prepare
+from transferlab.features import extract_features
 from transferlab.loader import normalize
 from transferlab_timm.backbone import TimmBackbone
 
@@ -62,6 +64,17 @@ def test_models_train_at_the_resolution_and_expose_features_and_a_new_head(model
     features = b.features(net, x)
     assert features.shape == (2, b.feature_dim(net))
     assert b.reset_head(net, 3)(x).shape == (2, 3)
+
+
+@pytest.mark.parametrize("model", ["mobilenetv3_small_050", "lcnet_050"])
+def test_feature_dim_is_the_width_of_the_features_of_a_head_with_a_hidden_layer(model):
+    """MobileNetV3 and LCNet pool, then widen in a conv_head: the features are head_hidden_size wide, not num_features."""
+    b = backbone(f"timm({model!r})")
+    net = b.build_seeded(5, 32, seed=0).eval()
+    assert net.head_hidden_size != net.num_features
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    features = extract_features(b, net, images, np.arange(6), torch.device("cpu"), batch_size=4)
+    assert features.shape == (6, b.feature_dim(net)) == (6, net.head_hidden_size)
 
 
 def test_weights_are_random_and_parameters_reach_timm(monkeypatch):

@@ -1,5 +1,7 @@
 """Pretraining: schedule, optimizer groups, learning, checkpoints, exact resume after a crash, epochs vs steps."""
 
+import contextlib
+import copy
 import math
 
 import numpy as np
@@ -7,8 +9,11 @@ import pytest
 import torch
 
 import transferlab as tl
-from transferlab import training
+from transferlab import pipeline, training
+from transferlab.errors import CheckpointError
+from transferlab.features import weights_digest
 from transferlab.image_cache import image_cache
+from transferlab.pipeline import PretrainSpec, parse_training
 from transferlab.training import learning_rate, make_optimizer, pretrain
 from transferlab.training_spec import Training
 
@@ -31,10 +36,10 @@ def setup(source_spec=TINY, resolution=16):
     return source, manifest, image_cache(source, resolution), manifest.split(source.index, "val")
 
 
-def fresh_model(manifest, resolution=16):
-    torch.manual_seed(0)
-    backbone = tl.get_registry().parse("backbone", BACKBONE)
-    return backbone, backbone.build(manifest.num_classes, resolution)
+def fresh_model(manifest, resolution=16, backbone_spec=BACKBONE):
+    """A backbone and its network, initialised from run seed 0 as the pipeline does (no torch.manual_seed here)."""
+    backbone = tl.get_registry().parse("backbone", backbone_spec)
+    return backbone, backbone.build_seeded(manifest.num_classes, resolution, seed=0)
 
 
 def run(spec, checkpoint, data=None, log=None, **kw):
@@ -84,24 +89,28 @@ def test_a_tiny_model_learns_the_synthetic_classes(tmp_path):
     assert all(m["pretrain.images_per_s"] > 0 for m, _ in logged)
 
 
+def crash_at_step(monkeypatch, step: int, train) -> None:
+    """Call `train`, killing it (KeyboardInterrupt) when it augments its `step`-th batch."""
+    calls, real_augment = [], training.augment
+
+    def crash(x, generator):
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt("killed")
+        return real_augment(x, generator)
+
+    monkeypatch.setattr(training, "augment", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train()
+    monkeypatch.setattr(training, "augment", real_augment)
+
+
 def test_crash_mid_epoch_then_rerun_resumes_to_the_same_weights(tmp_path, monkeypatch):
     spec = Training(epochs=3, batch_size=16, resolution=16, lr=0.05)
     data = setup()
     straight, straight_metrics, straight_log = run(spec, tmp_path / "straight.pt", data)
 
-    calls = {"n": 0}
-    real_augment = training.augment
-
-    def crash_in_epoch_two(x, generator):
-        calls["n"] += 1
-        if calls["n"] == 8:  # 5 steps per epoch: this is the 3rd step of epoch 2
-            raise KeyboardInterrupt("killed")
-        return real_augment(x, generator)
-
-    monkeypatch.setattr(training, "augment", crash_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        run(spec, tmp_path / "resumed.pt", data)
-    monkeypatch.setattr(training, "augment", real_augment)
+    crash_at_step(monkeypatch, 8, lambda: run(spec, tmp_path / "resumed.pt", data))  # 5 steps per epoch: the 3rd of epoch 2
     saved = torch.load(tmp_path / "resumed.pt", weights_only=True)
     assert (saved["epoch"], saved["step"]) == (1, 5) and len(saved["history"]) == 1
 
@@ -138,18 +147,24 @@ def test_an_epoch_checkpointed_but_not_logged_is_logged_on_resume_without_traini
     assert same_weights(straight, resumed)
 
 
-def test_checkpoint_of_another_run_or_format_is_refused(tmp_path):
+def test_checkpoint_of_another_run_format_or_network_or_unreadable_is_refused(tmp_path):
     data = setup()
     run(Training(epochs=1, batch_size=16, resolution=16), tmp_path / "ck.pt", data)
-    with pytest.raises(tl.TransferlabError, match="belongs to another training run"):
+    with pytest.raises(CheckpointError, match="belongs to another training run"):
         run(Training(epochs=1, batch_size=16, resolution=16, lr=0.2), tmp_path / "ck.pt", data)
     state = torch.load(tmp_path / "ck.pt", weights_only=True)
     torch.save(state | {"format": 1}, tmp_path / "ck.pt")
-    with pytest.raises(tl.TransferlabError, match="another transferlab version"):
+    with pytest.raises(CheckpointError, match="another transferlab version"):
+        run(Training(epochs=1, batch_size=16, resolution=16), tmp_path / "ck.pt", data)
+    torch.save(state | {"model": {"not": torch.zeros(1)}}, tmp_path / "ck.pt")
+    with pytest.raises(CheckpointError, match="does not fit this network"):
+        run(Training(epochs=1, batch_size=16, resolution=16), tmp_path / "ck.pt", data)
+    (tmp_path / "ck.pt").write_bytes(b"truncated")
+    with pytest.raises(CheckpointError, match="is unreadable"):
         run(Training(epochs=1, batch_size=16, resolution=16), tmp_path / "ck.pt", data)
 
 
-def test_length_in_steps_evaluates_every_virtual_epoch_and_at_the_end(tmp_path):
+def test_length_in_steps_evaluates_every_epoch_of_a_large_subset_and_at_the_end(tmp_path):
     spec = Training(epochs=None, steps=12, batch_size=16, resolution=16, schedule="step", optimizer="adamw", lr=1e-3)
     _, metrics, logged = run(spec, tmp_path / "ck.pt")
     assert spec.length == "steps"
@@ -171,3 +186,105 @@ def test_subset_smaller_than_a_batch_trains_on_one_batch_per_epoch(tmp_path):
     assert [s for _, s in logged] == [1, 2] and math.isfinite(metrics["pretrain.train_loss"])
     assert 0 <= metrics["pretrain.val_top1"] <= 100 and np.isfinite(metrics["pretrain.images_per_s"])
 
+
+
+class Counted:
+    """Counts the calls of `training.evaluate` and `training.save_checkpoint` and the sizes of the training batches."""
+
+    def __init__(self, monkeypatch):
+        self.calls = {"evaluate": 0, "save_checkpoint": 0}
+        self.batch_sizes = []
+        for name in self.calls:
+            real = getattr(training, name)
+            monkeypatch.setattr(training, name, self.counting(name, real))
+        real_augment = training.augment
+        monkeypatch.setattr(training, "augment", lambda x, g: self.batch_sizes.append(len(x)) or real_augment(x, g))
+
+    def counting(self, name, real):
+        def counted(*args, **kwargs):
+            self.calls[name] += 1
+            return real(*args, **kwargs)
+        return counted
+
+
+def test_length_in_steps_on_a_small_subset_evaluates_and_checkpoints_about_twenty_times(tmp_path, monkeypatch):
+    counted = Counted(monkeypatch)
+    spec = Training(steps=60, batch_size=128, resolution=16, optimizer="adamw", lr=1e-3)  # 80 images: one batch is one epoch
+    _, metrics, logged = run(spec, tmp_path / "ck.pt")
+    assert [s for _, s in logged] == list(range(3, 61, 3))  # every 3 steps (60 / 20), not after every step
+    assert counted.calls == {"evaluate": 20, "save_checkpoint": 20}
+    assert [m["pretrain.epoch"] for m, _ in logged] == [float(s) for s in range(3, 61, 3)]
+    assert counted.batch_sizes == [80] * 60  # as with the length in epochs: the whole subset is one batch
+    assert torch.load(tmp_path / "ck.pt", weights_only=True)["step"] == 60 and math.isfinite(metrics["pretrain.train_loss"])
+
+
+def test_evaluation_interval_is_a_whole_number_of_epochs_covering_a_twentieth_of_the_steps():
+    steps = Training(steps=10_000)
+    assert training.evaluation_interval(steps, 97, 10_000) == 582  # 6 epochs of 97 steps ≥ 500 steps
+    assert training.evaluation_interval(steps, 1, 10_000) == 500
+    assert training.evaluation_interval(Training(steps=12), 5, 12) == 5  # at least an epoch
+    assert training.evaluation_interval(Training(epochs=4), 7, 28) == 7  # the length in epochs: every epoch
+
+
+def test_length_in_steps_resumes_after_a_crash_to_the_same_weights(tmp_path, monkeypatch):
+    spec = Training(steps=40, batch_size=128, resolution=16, lr=0.05)  # evaluations every 2 steps
+    data = setup()
+    straight, straight_metrics, straight_log = run(spec, tmp_path / "straight.pt", data)
+    crash_at_step(monkeypatch, 12, lambda: run(spec, tmp_path / "resumed.pt", data))  # the 2nd step after the 5th evaluation
+    assert torch.load(tmp_path / "resumed.pt", weights_only=True)["step"] == 10
+    resumed, metrics, logged = run(spec, tmp_path / "resumed.pt", data, logged=set(range(2, 11, 2)))
+    assert [s for _, s in logged] == list(range(12, 41, 2))
+    assert same_weights(straight, resumed) and metrics["pretrain.val_top1"] == straight_metrics["pretrain.val_top1"]
+
+
+def test_steps_alone_is_a_length_and_no_length_means_three_epochs():
+    assert parse_training("train(steps=100)") == Training(epochs=None, steps=100) and Training(steps=100).length == "steps"
+    assert parse_training("train()") == parse_training("train(epochs=3)") == Training() and Training().epochs == 3
+    assert parse_training("train()").spec() == parse_training("train(epochs=3)").spec()
+    keys = {training_spec: PretrainSpec.parse(TINY, "all", BACKBONE, training_spec, 0).key(tl.select(TINY))
+            for training_spec in ("train()", "train(epochs=3)", "train(steps=3)")}
+    assert keys["train()"] == keys["train(epochs=3)"] != keys["train(steps=3)"]
+    with pytest.raises(tl.SpecError, match="exactly one of epochs or steps"):
+        parse_training("train(epochs=2, steps=3)")
+    with pytest.raises(tl.SpecError, match="at least 1"):
+        parse_training("train(epochs=0)")
+
+
+# ---- seeds ----------------------------------------------------------------------------------------------------
+
+
+def test_the_run_seed_fixes_the_initial_weights_and_leaves_the_global_random_state_alone():
+    backbone = tl.get_registry().parse("backbone", BACKBONE)
+    state = torch.get_rng_state()
+    a, b, other = (backbone.build_seeded(8, 16, seed) for seed in (0, 0, 1))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert weights_digest(a) == weights_digest(b) != weights_digest(other)
+
+
+def test_the_pipeline_builds_the_same_network_for_the_same_seed_in_one_process(tmp_path, monkeypatch):
+    """pipeline.run_pretraining as a run calls it, with tracking and training stubbed out: the weights it trains from."""
+    built = []
+    monkeypatch.setattr(pipeline, "pretrain", lambda backbone, model, *args, **kwargs: built.append(weights_digest(model)))
+    monkeypatch.setattr(pipeline.tracking, "active", lambda *args, **kwargs: contextlib.nullcontext())
+    monkeypatch.setattr(pipeline.tracking, "log_model", lambda *args, **kwargs: None)
+    monkeypatch.setattr(pipeline.tracking, "logged_steps", lambda *args, **kwargs: set())
+    for seed in (0, 0, 1):
+        spec = PretrainSpec.parse(TINY, "all", BACKBONE, "train(epochs=1, resolution=16)", seed)
+        pipeline.run_pretraining(spec, tl.select(TINY, "all", seed), "run", tmp_path / "ck.pt", fresh=False)
+        torch.rand(5)  # whatever else the process draws in between
+    assert built[0] == built[1] != built[2]
+
+
+def test_dropout_and_drop_path_follow_the_run_seed(tmp_path):
+    data = setup()
+    backbone, model = fresh_model(data[1], backbone_spec="timm('test_resnet', drop_rate=0.5, drop_path_rate=0.2)")
+    spec = Training(epochs=2, batch_size=16, resolution=16, lr=0.05)
+    trained = []
+    for i in range(2):
+        net = copy.deepcopy(model)
+        torch.rand(7 + i)  # other draws on the global generator must not matter
+        state = torch.get_rng_state()
+        pretrain(backbone, net, data[2], data[1], data[3], spec, tmp_path / f"{i}.pt", lambda m, s: None, seed=3, progress=False)
+        assert torch.equal(torch.get_rng_state(), state)  # and training leaves them as they were
+        trained.append(net)
+    assert same_weights(*trained)

@@ -14,6 +14,7 @@ from PIL import Image
 
 import transferlab
 from transferlab.errors import DataError, SpecError
+from transferlab.image_cache import cache_path
 from transferlab_sources.cifar import CIFAR100
 from transferlab_sources.idx import FashionMNIST
 from transferlab_sources.imagenet import ImageNet
@@ -98,7 +99,8 @@ def test_imagenet_val_in_wnid_folders_and_val_carved_from_train(tmp_path):
     index = src.index
     assert index.class_counts("train").tolist() == [2, 1, 1] and index.class_counts("val").tolist() == [2, 2, 1]
     assert index.class_counts("test").tolist() == [2, 0, 1]
-    assert index.splits.tolist() == sorted(index.splits.tolist())
+    paths = [index.path(i) for i in range(len(index))]
+    assert paths == sorted(paths)  # rows in listing order (train/ then val/), whatever val_fraction carves
     assert ImageNet(str(root), val_fraction=0.5).fingerprint == src.fingerprint != ImageNet(str(root)).fingerprint
 
 
@@ -128,6 +130,40 @@ def test_imagenet_flat_val_without_the_devkit_names_the_missing_file(tmp_path):
     with pytest.raises(DataError, match="unpack ILSVRC2012_devkit_t12.tar.gz") as err:
         ImageNet(str(root)).index
     assert str(root / "ILSVRC2012_devkit_t12" / "data" / "meta.mat") in str(err.value)
+    assert "LOC_val_solution.csv (in the root or up to three folders above it)" in str(err.value)
+
+
+def write_kaggle(top: Path, wnids: list[str]) -> Path:
+    """Kaggle's ILSVRC archive: ILSVRC/Data/CLS-LOC/{train,val,test} and LOC_val_solution.csv at the top; the root."""
+    root = write_imagenet_train(top / "ILSVRC" / "Data" / "CLS-LOC")
+    for k in range(1, len(wnids) + 1):
+        write_jpeg(root / "val" / f"ILSVRC2012_val_{k:08d}.JPEG")
+    write_jpeg(root / "test" / "ILSVRC2012_test_00000001.JPEG")
+    rows = "".join(f"ILSVRC2012_val_{k:08d},{wnid} 10 20 30 40 {wnid} 1 2 3 4 \n" for k, wnid in enumerate(wnids, 1))
+    (top / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + rows)
+    return root
+
+
+def test_imagenet_flat_val_from_kaggle_is_labelled_by_loc_val_solution(tmp_path):
+    root = write_kaggle(tmp_path, [GOLDFISH, TENCH, BRAMBLING, GOLDFISH])
+    index = ImageNet(str(root)).index
+    assert index.class_counts("train").tolist() == [4, 3, 2] and index.class_counts("test").tolist() == [1, 2, 1]
+    label_of = {index.path(i): index.classes[index.labels[i]] for i in index.split_samples("test")}
+    assert label_of["val/ILSVRC2012_val_00000002.JPEG"] == TENCH and label_of["val/ILSVRC2012_val_00000003.JPEG"] == BRAMBLING
+    age_folders(tmp_path)
+    ImageNet(str(root)).index  # cached from here on while nothing changes
+    (tmp_path / "LOC_val_solution.csv").write_text(f"ImageId,PredictionString\nILSVRC2012_val_00000001,{TENCH} 1 2 3 4\n")
+    with pytest.raises(DataError, match="cannot label 3 images") as err:
+        ImageNet(str(root)).index  # the edited solution file is read again, not the cached index
+    assert "LOC_val_solution.csv has no row for ILSVRC2012_val_00000002" in str(err.value)
+    assert str(tmp_path / "LOC_val_solution.csv") in str(err.value)
+
+
+def test_imagenet_kaggle_solution_file_with_a_bad_line_is_named(tmp_path):
+    root = write_kaggle(tmp_path, [GOLDFISH])
+    (root / "LOC_val_solution.csv").write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,\n")  # the nearest one wins
+    with pytest.raises(DataError, match="line 2 is 'ILSVRC2012_val_00000001,', not ImageId,<wnid> <boxes>"):
+        ImageNet(str(root)).index
 
 
 def test_imagenet_broken_devkit_files_are_named(tmp_path):
@@ -327,6 +363,19 @@ def test_cifar100_pixels_are_the_channels_first_rows_as_hwc(tmp_path, protocol):
     assert (pixels[0] == files["train"][b"data"][0].reshape(3, 32, 32).transpose(1, 2, 0)).all()
     assert (pixels[1] == files["test"][b"data"][50].reshape(3, 32, 32).transpose(1, 2, 0)).all()
     assert src.load(np.arange(3), size=16).shape == (3, 16, 16, 3)
+
+
+def test_cifar100_fingerprint_covers_the_pixels_and_the_image_cache_ignores_val_fraction(tmp_path):
+    write_cifar(tmp_path / "one")
+    write_cifar(tmp_path / "same")
+    write_cifar(tmp_path / "other", train=cifar_split(2, seed=5))  # the same labels over other pixels
+    one = CIFAR100(str(tmp_path / "one"))
+    assert CIFAR100(str(tmp_path / "same")).fingerprint == one.fingerprint
+    other = CIFAR100(str(tmp_path / "other"))
+    assert other.index.labels.tolist() == one.index.labels.tolist()
+    assert other.fingerprint != one.fingerprint and cache_path(other, 8) != cache_path(one, 8)
+    other_val = CIFAR100(str(tmp_path / "one"), val_fraction=0.5)
+    assert other_val.fingerprint != one.fingerprint and cache_path(other_val, 8) == cache_path(one, 8)
 
 
 def test_cifar100_missing_files_name_the_paths_and_download(tmp_path):

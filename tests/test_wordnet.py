@@ -287,6 +287,55 @@ def test_exclude_under_errors():
         run("exclude_under(synsets='dgo.n.01')")
 
 
+def source_classes_kept(m: Manifest) -> set[str]:
+    return {c for c, k in zip(m.source_classes, m.class_map.tolist()) if k >= 0}
+
+
+@pytest.mark.parametrize("chain", [
+    "wordnet_level(classes=127, method='top_down') | exclude_under(synsets='pascal_voc')",
+    "exclude_under(synsets='pascal_voc') | wordnet_level(classes=2, method='top_down')",
+    "coarsen(k=100) | exclude_under(synsets='pascal_voc')",
+])
+def test_exclude_under_decides_per_source_class_in_either_chain_order(chain):
+    alone = run("exclude_under(synsets='pascal_voc')")
+    under_pascal = set(alone.source_classes) - set(alone.classes)
+    m = run(chain)
+    assert len(source_classes_kept(m) & under_pascal) == 0 and source_classes_kept(m) == set(alone.classes)
+    assert (m.samples == alone.samples).all()  # the 771-class set's images
+
+
+def test_exclude_under_after_a_level_keeps_the_levels_labels_of_the_rest():
+    level = run("wordnet_level(classes=127, method='top_down')").summary()["class_map"]
+    m = run("wordnet_level(classes=127, method='top_down') | exclude_under(synsets='pascal_voc')").summary()
+    assert len(m["class_map"]) == 771 and all(level[c] == new for c, new in m["class_map"].items())
+    groups = Counter(m["class_map"].values())
+    assert 0 < groups["n01861778"] < 218 and m["num_classes"] == len(groups)  # mammal keeps its non-PASCAL members
+
+
+def test_exclude_overlap_after_a_merge_drops_only_the_overlap(tmp_path):
+    target = wnid_file(tmp_path, CHIHUAHUA)
+    m = run(f"wordnet_level(classes=127, method='top_down') | exclude_overlap(target={target!r})")
+    assert source_classes_kept(m) == set(run("all").classes) - {CHIHUAHUA} and m.num_classes == 127
+    assert group_sizes(m)["mammal"] == 217
+
+
+@dataclasses.dataclass(frozen=True)
+class NoIndex(Source):
+    """A source whose index must not be built."""
+
+    name = "no_index"
+
+    def build_index(self) -> DataIndex:
+        raise AssertionError("the source index was built")
+
+
+def test_exclude_under_misspelt_synset_fails_before_the_source_index_is_built():
+    with pytest.raises(PolicyError, match="dgo.n.01"):
+        make_manifest(NoIndex(), policies("all | exclude_under(synsets=['pascal_voc', 'dgo.n.01'])"))
+    with pytest.raises(PolicyError, match="n99999999"):
+        make_manifest(NoIndex(), policies("exclude_under(synsets='n99999999')"))
+
+
 def test_exclude_overlap_removes_classes_under_or_above_the_targets(tmp_path):
     (tmp_path / "target").mkdir()
     target = wnid_file(tmp_path / "target", CHIHUAHUA, TENCH)

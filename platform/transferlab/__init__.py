@@ -6,7 +6,9 @@ import os
 # this must be set before torch is first imported, and nothing above this line imports it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import tomllib
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from .class_tree import ClassTree
 from .components import Component
@@ -19,10 +21,25 @@ from .policies import Policy, make_manifest
 from .sources import Source
 from .subset import Seeds, Subset
 
-try:
-    __version__ = version("transferlab")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"  # in a source tree: platform/transferlab/ → the root
+
+
+def package_version() -> str:
+    """The version from the source tree's pyproject.toml when running from one (`mlflow run .` puts platform/ on
+    PYTHONPATH without installing), else from the installed package's metadata; '0+unknown' if neither says."""
+    try:
+        project = tomllib.loads(PYPROJECT.read_text())["project"]
+        if project.get("name") == "transferlab" and "version" in project:
+            return str(project["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        pass
+    try:
+        return version("transferlab")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = package_version()
 
 
 def source(spec: str) -> Source:

@@ -21,13 +21,20 @@ class Backbone(Component):
         """A new network with a `num_classes`-way head for `resolution`-pixel inputs."""
         raise NotImplementedError(f"backbone {self.name} does not implement build()")
 
+    def build_seeded(self, num_classes: int, resolution: int, seed: int) -> torch.nn.Module:
+        """`build` with torch's generator seeded from the run's seed: the same seed gives the same initial weights anywhere."""
+        from .devices import seeded
+
+        with seeded(seed, "init"):
+            return self.build(num_classes, resolution)
+
     def features(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
         """Pooled penultimate features [B, D] of normalised images [B, 3, H, W]."""
         return model.forward_head(model.forward_features(images), pre_logits=True)
 
     def feature_dim(self, model: torch.nn.Module) -> int:
-        """Width D of `features`."""
-        return int(model.num_features)
+        """Width D of `features`: timm's `head_hidden_size` where the head has a hidden layer (MobileNetV3's conv_head), else `num_features`."""
+        return int(getattr(model, "head_hidden_size", None) or model.num_features)
 
     def reset_head(self, model: torch.nn.Module, num_classes: int) -> torch.nn.Module:
         """The same network with a new, freshly initialised `num_classes`-way head."""

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import __version__
 from . import policies as parse_policies
 from . import source as parse_source
 from .cache import CACHE_ENV, CLEARABLE, KEPT, cache_root, clear, usage
@@ -34,8 +35,28 @@ class CLI(click.Group):
             ctx.exit(2)
 
 
+class Seed(click.ParamType):
+    """A seed: an integer >= 0; integral floats such as 1.0 (what an MLflow Project's float parameter passes) count too."""
+
+    name = "integer"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            number = float("nan")
+        if not (number.is_integer() and number >= 0):
+            self.fail(f"{value!r} is not a whole number >= 0 (a seed such as 0, 1 or 1.0)", param, ctx)
+        return int(number)
+
+
+SEED = Seed()
+
+
 @click.group(cls=CLI)
-@click.version_option(package_name="transferlab")
+@click.version_option(__version__, prog_name="transferlab")
 def cli():
     """transferlab: pretrain on subsets of a labelled source, measure how features transfer."""
 
@@ -66,7 +87,7 @@ def plugins(as_json: bool):
 @cli.command()
 @click.option("--source", "source_spec", default="synthetic", show_default=True, help="Source spec, e.g. synthetic or image_folder(root='data').")
 @click.option("--policy", "policy_spec", default="all", show_default=True, help="Policy chain, e.g. \"random_classes(k=10) | images_per_class(n=25)\".")
-@click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every random choice.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
 @click.option("--save", type=click.Path(file_okay=False, path_type=Path), help="Also write manifest.json and manifest.npz here.")
 def subset(source_spec: str, policy_spec: str, seed: int, as_json: bool, save: Path | None):
@@ -116,7 +137,7 @@ def class_list_source(classes: str | None, source_spec: str | None) -> str:
 @click.option("--classes", "class_list", help="A class list without images, e.g. imagenet-1k or imagenet-21k.")
 @click.option("--source", "source_spec", help="Or any source spec.")
 @click.option("--policy", "policy_spec", default="all", show_default=True, help="Policy chain to apply to the classes.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--json", "as_json", is_flag=True, help="Print {original: new} class ids plus names as JSON.")
 def classes(class_list: str | None, source_spec: str | None, policy_spec: str, seed: int, as_json: bool):
     """Map a source's classes through a policy chain (no images needed): original class → new class."""
@@ -179,12 +200,16 @@ def pretrain_options(command):
         click.option("--policy", default=DEFAULTS["policy"], show_default=True, help="Subset policy chain, e.g. \"images_per_class(n=20)\"."),
         click.option("--backbone", default=DEFAULTS["backbone"], show_default=True, help="Backbone spec, e.g. \"timm(model='resnet18')\"."),
         click.option("--training", default=DEFAULTS["training"], show_default=True, help="Training recipe, e.g. \"train(epochs=5, lr=0.05)\"."),
-        click.option("--seed", default=DEFAULTS["seed"], show_default=True, type=click.IntRange(min=0), help="Seed of the subset and the training."),
+        click.option("--seed", default=DEFAULTS["seed"], show_default=True, type=SEED, help="Seed of the subset and the training (1.0 counts as 1)."),
         click.option("--experiment", help="MLflow experiment (default 'transferlab'; under `mlflow run`, the project run's)."),
+        NO_WAIT,
     ]
     for option in reversed(options):
         command = option(command)
     return command
+
+
+NO_WAIT = click.option("--no-wait", is_flag=True, help="Fail instead of waiting when another process is running the same run.")
 
 
 def transfer_options(command):
@@ -195,32 +220,33 @@ def transfer_options(command):
 
 @cli.command()
 @pretrain_options
-def pretrain(source: str, policy: str, backbone: str, training: str, seed: int, experiment: str | None):
+def pretrain(source: str, policy: str, backbone: str, training: str, seed: int, experiment: str | None, no_wait: bool):
     """Pretrain a backbone on a subset, tracked in MLflow; an identical finished run is reused, a killed one resumed."""
     from .pipeline import pretrain_metrics, pretrain_run
 
-    run_id = pretrain_run(source, policy, backbone, training, seed, experiment)
+    run_id = pretrain_run(source, policy, backbone, training, seed, experiment, wait=not no_wait)
     print_summary({"pretraining run": run_id}, pretrain_metrics(run_id))
 
 
 @cli.command()
 @click.argument("run_id")
 @transfer_options
-def transfer(run_id: str, target: str, tasks: str):
+@NO_WAIT
+def transfer(run_id: str, target: str, tasks: str, no_wait: bool):
     """Measure how a finished pretraining run's features transfer to a target; results are child runs of RUN_ID."""
     from .pipeline import transfer_run
 
-    print_summary({"pretraining run": run_id}, transfer_run(run_id, target, tasks))
+    print_summary({"pretraining run": run_id}, transfer_run(run_id, target, tasks, wait=not no_wait))
 
 
 @cli.command()
 @pretrain_options
 @transfer_options
-def run(source: str, policy: str, backbone: str, training: str, seed: int, experiment: str | None, target: str, tasks: str):
+def run(source: str, policy: str, backbone: str, training: str, seed: int, experiment: str | None, no_wait: bool, target: str, tasks: str):
     """The main job (what `mlflow run .` runs): pretrain, then measure transfer."""
     from .pipeline import main_run
 
-    result = main_run(source, policy, backbone, training, seed, target, tasks, experiment)
+    result = main_run(source, policy, backbone, training, seed, target, tasks, experiment, wait=not no_wait)
     print_summary({"main run": result.main_run, "pretraining run": result.pretrain_run}, result.metrics)
 
 
@@ -228,12 +254,11 @@ def print_summary(runs: dict[str, str], metrics: dict[str, float]) -> None:
     """Run ids, key metrics and how to look at them in the MLflow UI."""
     import mlflow
 
-    table = Table("metric", "value", title="results", title_justify="left")
-    for name in sorted(metrics):
-        table.add_row(escape(name), f"{metrics[name]:.4g}")
     for role, run_id in runs.items():
         console.print(f"[bold]{role}[/] {run_id}")
-    console.print(table)
+    console.print("[bold]results[/]")
+    for name in sorted(metrics):  # value first and never wrapped: metric names are long, and copied into searches
+        console.print(f"{metrics[name]:>10.4g}  {escape(name)}", soft_wrap=True)
     uri = mlflow.get_tracking_uri()
     if uri.startswith(("http://", "https://")):
         console.print(f"MLflow UI: {escape(uri)}  (runs: Experiments → the experiment → Chart view to compare)")

@@ -1,4 +1,4 @@
-"""DataIndex: a source's samples as numpy arrays (label, split, optional file path per sample)."""
+"""DataIndex: a source's samples as numpy arrays (label, split, optional file path per sample) and a digest of their content."""
 
 import dataclasses
 import hashlib
@@ -33,6 +33,7 @@ class DataIndex:
     folder_ids: np.ndarray | None = None
     folders: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
+    content: str = ""  # digest of what the pixels are (file sizes and mtimes, or a hash of pixel arrays); "" if unknown
 
     def __post_init__(self):
         n = len(self.labels)
@@ -89,10 +90,10 @@ class DataIndex:
 
     def fingerprint(self) -> str:
         """sha256 over every array and list: equal fingerprints mean equal indexes."""
-        h = hashlib.sha256(b"transferlab-index-v1")
+        h = hashlib.sha256(b"transferlab-index-v2")
         for a in (self.labels, self.splits, self.files, self.folder_ids):
             h.update(b"-" if a is None else a.tobytes())
-        h.update(json.dumps([self.classes, self.class_names, self.folders, self.skipped]).encode())
+        h.update(json.dumps([self.classes, self.class_names, self.folders, self.skipped, self.content]).encode())
         return h.hexdigest()
 
     def save(self, path: str | os.PathLike) -> None:
@@ -100,7 +101,8 @@ class DataIndex:
         arrays = {"labels": self.labels, "splits": self.splits}
         if self.files is not None:
             arrays.update(files=self.files, folder_ids=self.folder_ids)
-        meta = {"classes": self.classes, "class_names": self.class_names, "folders": self.folders, "skipped": self.skipped}
+        meta = {"classes": self.classes, "class_names": self.class_names, "folders": self.folders, "skipped": self.skipped,
+                "content": self.content}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
@@ -116,5 +118,5 @@ class DataIndex:
                 files=z["files"] if "files" in z else None,
                 folder_ids=z["folder_ids"] if "folder_ids" in z else None,
                 classes=tuple(meta["classes"]), class_names=tuple(meta["class_names"]),
-                folders=tuple(meta["folders"]), skipped=tuple(meta["skipped"]),
+                folders=tuple(meta["folders"]), skipped=tuple(meta["skipped"]), content=meta.get("content", ""),
             )

@@ -2,7 +2,9 @@
 
 import contextlib
 import os
+from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from .errors import SpecError
@@ -18,6 +20,35 @@ def resolve_device(requested: str | torch.device) -> torch.device:
     if device.type == "cuda" and device.index is None:
         return torch.device("cuda", torch.cuda.current_device())
     return device
+
+
+TORCH_STREAMS = {"init": 1, "pretrain": 2, "finetune": 3}  # torch's random streams of a run, derived from its seed
+TORCH_TAG = 0x746F7263  # "torc": keeps [seed, TORCH_TAG, stream] apart from the loader's [seed, epoch, 0|1] streams
+
+
+def torch_seed(seed: int, stream: str) -> int:
+    """The 63-bit torch seed of one of a run's random streams: a pure function of (seed, stream)."""
+    return int(np.random.SeedSequence([seed, TORCH_TAG, TORCH_STREAMS[stream]]).generate_state(1, np.uint64)[0] >> 1)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, stream: str, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run the block with torch's global CPU generator (and the CUDA generator of `device`) seeded from (seed, stream).
+
+    Weight initialisation, dropout and DropPath draw from these global generators. Their previous states come back on
+    exit (torch.random.fork_rng), so the caller's random stream is untouched and two blocks with the same seed and
+    stream draw the same numbers in any process.
+    """
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    index = (device.index if device.index is not None else torch.cuda.current_device()) if cuda else None
+    with torch.random.fork_rng(devices=[index] if cuda else []):
+        value = torch_seed(seed, stream)
+        torch.default_generator.manual_seed(value)
+        if cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(value)
+        yield
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:

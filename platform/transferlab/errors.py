@@ -23,3 +23,9 @@ class PolicyError(TransferlabError):
 
 class CacheError(TransferlabError):
     """A cache operation that cannot be done."""
+
+
+class CheckpointError(TransferlabError):
+    """A run's checkpoint cannot be read or belongs elsewhere; the run stays resumable (KILLED) and the file is kept."""
+
+    run_status = "KILLED"  # how the run ends (see tracking.run_status): not a training failure

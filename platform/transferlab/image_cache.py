@@ -1,6 +1,6 @@
 """The image cache: samples of a source decoded once at a training resolution into one uint8 memory-mapped array.
 
-Layout, per (source fingerprint, resolution):
+Layout, per (source pixel identity `Source.pixels_key`, resolution):
 - `<name>.npy`: uint8 [len(source.index), R, R, 3], row i = sample i, created once at full size and sparse (rows never
   written take no disk), then filled in place;
 - `<name>.npy.filled`: the rows decoded so far, one bit per row (np.packbits in a .npy), replaced atomically;
@@ -28,9 +28,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .cache import atomic_path, cache_dir, cache_key
 from .errors import DataError
+from .images import decode_serially, usable_cpus
 from .sources import Source
 
-FORMAT_VERSION = 2  # bump when the layout or the resizing changes, so old caches are not reused
+FORMAT_VERSION = 3  # bump when the layout, the decoding or the resizing changes, so old caches are not reused
 CHUNK = 256  # images decoded per job
 SHOW_PROGRESS_FROM = 5_000  # images; fewer decode in about a second
 SAVE_EVERY = 1.0  # seconds between rewrites of the record while decoding (and once at the end)
@@ -54,8 +55,8 @@ def image_cache(source: Source, resolution: int, rows: np.ndarray | None = None,
 
 
 def cache_path(source: Source, resolution: int) -> Path:
-    """The .npy file of a source at a resolution; the name depends on the source fingerprint and the resolution only."""
-    return cache_dir("images") / f"{source.name}-{resolution}px-{cache_key(source.fingerprint, resolution, FORMAT_VERSION)}.npy"
+    """The .npy file of a source at a resolution; the name depends on the source's pixel identity and the resolution only."""
+    return cache_dir("images") / f"{source.name}-{resolution}px-{cache_key(source.pixels_key, resolution, FORMAT_VERSION)}.npy"
 
 
 def record_path(path: Path) -> Path:
@@ -185,7 +186,7 @@ def decode(source: Source, resolution: int, filling: Filling, missing: np.ndarra
     with progress_bar(f"decoding {source.spec()} at {resolution} px", len(missing)) as advance:
         try:
             advance(fill(filling, source, jobs[0], resolution))  # alone: a source may set up shared state on first load
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            with ThreadPoolExecutor(max_workers=workers, initializer=decode_serially) as pool:  # one level of threads
                 futures = [pool.submit(fill, filling, source, rows, resolution) for rows in jobs[1:]]
                 try:
                     for future in as_completed(futures):
@@ -219,4 +220,4 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
 
 def default_workers() -> int:
     """Decoding threads: one per CPU this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return usable_cpus()

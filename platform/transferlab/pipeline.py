@@ -1,11 +1,14 @@
 """The main job as a library: pretrain a backbone on a subset (reused or resumed by run key), then measure transfer.
 
 Runs and how they link (MLflow):
-- a pretraining run (tag transferlab.kind=pretrain) is keyed by its data, backbone, recipe, seed and transferlab version;
-  a finished run with the same key in the experiment is reused, a RUNNING or KILLED one (a killed process, Ctrl-C) is
-  resumed from its checkpoint, a FAILED one stays as a record and a new run trains;
+- a pretraining run (tag transferlab.kind=pretrain) is keyed by its data, backbone, recipe, seed and RECIPE_VERSION;
+  a finished run with the same key in the experiment is reused; a KILLED one (Ctrl-C), or a RUNNING one whose owner is
+  gone (see tracking), is resumed from its checkpoint, or, without a checkpoint on this machine, replaced by a new run
+  (the old one ends KILLED with transferlab.superseded_by); a RUNNING one whose owner is alive is waited for; a FAILED
+  one stays as a record and a new run trains;
 - every transfer task on a target is a child run of the pretraining run it measures (kind=transfer), also keyed and
-  reused; its metrics are copied onto the pretraining run, so one row per pretraining run holds all its results;
+  reused; its metrics (`transfer.<task label>.<target label>.<metric>`) are copied onto the pretraining run, so one row
+  per pretraining run holds all its results;
 - the run that asked (`mlflow run`'s run, or the main run `transferlab run` creates; kind=main for the main job) is the
   parent of a newly trained pretraining run, links to it with transferlab.pretrain_run and carries the key metrics.
 """
@@ -21,16 +24,18 @@ import timm
 import torch
 from rich.console import Console
 
-from . import __version__, tracking
+from . import __version__, run_owners, tracking
 from . import policies as parse_policies
 from . import source as parse_source
 from .backbones import Backbone
 from .cache import cache_dir, cache_key
 from .components import signature
 from .defaults import DEFAULTS
-from .errors import SpecError, TransferlabError
+from .devices import resolve_device
+from .errors import CheckpointError, DataError, SpecError, TransferlabError
 from .image_cache import image_cache
 from .manifest import Manifest
+from .metric_names import component_label, source_label
 from .plugins import get_registry
 from .policies import Policy, chain_spec, make_manifest
 from .registry import build
@@ -43,6 +48,9 @@ from .training_spec import Training
 REQUIREMENTS = [f"{m.__name__}=={m.__version__.split('+')[0]}" for m in (torch, timm, mlflow, np)]  # pip's names; no local build tag
 
 SUMMARY_METRICS = ("pretrain.val_top1", "pretrain.train_loss", "pretrain.images_per_s")  # copied onto the asking run
+# Part of every run key instead of the package version: bump it whenever a change alters what training or a transfer
+# task computes (so old runs are not reused), and only then. 2: seeded weight init, decay groups, probe and loop fixes.
+RECIPE_VERSION = 2
 
 console = Console(stderr=True)
 
@@ -68,7 +76,9 @@ class PretrainSpec:
     @classmethod
     def parse(cls, source: str, policy: str, backbone: str, training: str, seed: int) -> "PretrainSpec":
         """Parse every spec string; any mistake raises SpecError here."""
-        if not isinstance(seed, int) or seed < 0:
+        if isinstance(seed, float) and seed.is_integer():
+            seed = int(seed)  # as MLflow Projects pass a float parameter
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise SpecError(f"seed must be an integer >= 0, got {seed!r}")
         return cls(parse_source(source), tuple(parse_policies(policy)), get_registry().parse("backbone", backbone), parse_training(training), seed)
 
@@ -80,11 +90,20 @@ class PretrainSpec:
         params |= {"backbone": self.backbone.spec(), **self.backbone.flat_params("backbone")}
         params |= {"train": self.training.spec(), **self.training.flat_params("train"), "train.length": self.training.length}
         return params | {"seed": str(self.seed), "manifest.digest": manifest.digest, "manifest.num_samples": str(len(manifest.samples)),
-                         "manifest.num_classes": str(manifest.num_classes), "transferlab.version": __version__}
+                         "manifest.num_classes": str(manifest.num_classes), "transferlab.version": __version__,
+                         "transferlab.recipe": str(RECIPE_VERSION)}
 
     def key(self, manifest: Manifest) -> str:
-        """The run key: equal keys mean the same data, network, recipe, seed and code version."""
-        return cache_key("pretrain", self.source.fingerprint, manifest.digest, self.backbone.spec(), self.training.spec(), self.seed, __version__)
+        """The run key: equal keys mean the same data, network, recipe, seed and RECIPE_VERSION (not the package version:
+        an installed and a source-tree copy of one recipe share runs)."""
+        return cache_key("pretrain", self.source.fingerprint, manifest.digest, self.backbone.spec(), self.training.spec(), self.seed,
+                         f"recipe{RECIPE_VERSION}")
+
+    def prepare(self) -> Manifest:
+        """What can fail before any run exists: the manifest (policy errors) and the training device (e.g. 'cuda' on a CPU machine)."""
+        manifest = make_manifest(self.source, self.policies, self.seed)
+        resolve_device(self.training.device)
+        return manifest
 
     def run_name(self) -> str:
         """Short readable name for the runs table."""
@@ -100,8 +119,28 @@ class TransferSpec:
 
     @classmethod
     def parse(cls, target: str, tasks: str) -> "TransferSpec":
-        """Parse the target and the `|`-chain of tasks."""
-        return cls(parse_source(target), tuple(get_registry().parse_chain("task", tasks)))
+        """Parse the target and the `|`-chain of tasks; two tasks with the same metric names are refused."""
+        spec = cls(parse_source(target), tuple(get_registry().parse_chain("task", tasks)))
+        seen: dict[str, Task] = {}
+        for task in spec.tasks:
+            other = seen.setdefault(component_label(task), task)
+            if other is not task:
+                same = "twice" if other == task else f"and {other.spec()} (same metric names)"
+                raise SpecError(f"tasks '{tasks}' holds {task.spec()} {same}; give each task once")
+        return spec
+
+    def check(self) -> None:
+        """The target can be measured: its index builds, with training and test images (val is carved from train if
+        missing). Done before any pretraining or run, so a bad target costs nothing."""
+        index = self.target.index
+        for split, why in (("train", "to fit the transfer tasks"), ("test", "transfer reports accuracy on held-out test images")):
+            if not len(index.split_samples(split)):
+                hint = "; pass test_fraction=0.2 (say) to hold out a share of its images" if split == "test" and "test_fraction" in self.target.params() else ""
+                raise DataError(f"target {self.target.spec()} has no {split} split: {why}{hint}")
+
+    def target_label(self) -> str:
+        """The target's part of metric names (see `source_label`)."""
+        return source_label(self.target)
 
 
 def checkpoint_path(run_id: str) -> Path:
@@ -109,24 +148,35 @@ def checkpoint_path(run_id: str) -> Path:
     return cache_dir("checkpoints") / f"{run_id}.pt"
 
 
-def train(spec: PretrainSpec, experiment: str, parent: str | None = None) -> str:
-    """Id of the finished pretraining run for `spec`: reused, resumed, or trained now."""
-    manifest = make_manifest(spec.source, spec.policies, spec.seed)
+def train(spec: PretrainSpec, experiment: str, parent: str | None = None, manifest: Manifest | None = None, *, wait: bool = True) -> str:
+    """Id of the finished pretraining run for `spec`: reused, resumed, or trained now; a run another live process is
+    training (this host's key lock, or its owner's heartbeat) is waited for, or with `wait=False` refused."""
+    manifest = spec.prepare() if manifest is None else manifest
     key = spec.key(manifest)
-    with tracking.key_lock(key):
-        done = tracking.find_run(experiment, key, ("FINISHED",))
+    with tracking.key_lock(key, wait=wait):
+        done, stopped = tracking.settled_run(experiment, key, "pretraining run", wait=wait)
         if done is not None:
             console.print(f"[green]reusing finished pretraining run[/] {done.info.run_id} (same key {key})")
             return done.info.run_id
-        stopped = tracking.find_run(experiment, key, tracking.RESUMABLE)
-        if stopped is not None:
+        if stopped is not None and not checkpoint_path(stopped.info.run_id).exists():
+            run_id = tracking.create_run(experiment, spec.run_name(), {tracking.KIND: "pretrain", tracking.KEY: key}, parent)
+            reason = f"no checkpoint of it on this machine ({checkpoint_path(stopped.info.run_id)})"
+            tracking.supersede(stopped, run_id, reason)
+            tracking.end_dead_main(stopped.data.tags.get("mlflow.parentRunId", ""), parent)
+            console.print(f"[yellow]pretraining run {stopped.info.run_id} stopped[/] ({tracking.why_stopped(stopped)}) and has {reason}: "
+                          f"training afresh in new run {run_id}; the old run ends KILLED (transferlab.superseded_by)")
+            stopped = None
+        elif stopped is not None:
             run_id = stopped.info.run_id
-            console.print(f"[yellow]resuming pretraining run[/] {run_id} from its last checkpoint")
+            tracking.resume(stopped, parent)
+            console.print(f"[yellow]resuming pretraining run[/] {run_id} from its last checkpoint ({tracking.why_stopped(stopped)})")
         else:
             run_id = tracking.create_run(experiment, spec.run_name(), {tracking.KIND: "pretrain", tracking.KEY: key}, parent)
         checkpoint = checkpoint_path(run_id)
         try:
             run_pretraining(spec, manifest, run_id, checkpoint, fresh=stopped is None or "manifest.digest" not in stopped.data.params)
+        except CheckpointError:
+            raise  # the checkpoint and the (KILLED) run are kept for the user to look at
         except Exception:
             checkpoint.unlink(missing_ok=True)  # the run ended FAILED and is not resumed; Ctrl-C (KILLED) keeps it
             raise
@@ -140,36 +190,47 @@ def run_pretraining(spec: PretrainSpec, manifest: Manifest, run_id: str, checkpo
         if fresh:
             tracking.log_manifest(manifest, f"{spec.source.label()}: {manifest.policy}")
             tracking.log_params(run_id, spec.params(manifest))
-        model = spec.backbone.build(manifest.num_classes, spec.training.resolution)
+        model = spec.backbone.build_seeded(manifest.num_classes, spec.training.resolution, spec.seed)
         val = manifest.split(spec.source.index, "val")
         images = image_cache(spec.source, spec.training.resolution, rows=np.concatenate([manifest.samples, val[0]]))
-        pretrain(spec.backbone, model, images, manifest, val, spec.training, checkpoint,
-                 lambda metrics, step: mlflow.log_metrics(metrics, step=step), seed=spec.seed,
-                 logged=tracking.logged_steps(run_id, "pretrain.epoch"))
+
+        def log(metrics: dict[str, float], step: int) -> None:
+            tracking.log_metrics(run_id, metrics, step)
+            run_owners.heartbeat(run_id)
+
+        try:
+            pretrain(spec.backbone, model, images, manifest, val, spec.training, checkpoint, log, seed=spec.seed,
+                     logged=tracking.logged_steps(run_id, "pretrain.epoch"))
+        except CheckpointError as exc:
+            raise CheckpointError(f"cannot resume pretraining run {run_id}: {exc}. The checkpoint and the run (ended KILLED) are "
+                                  "kept; move or delete the checkpoint and rerun to train afresh in a new run") from exc
         tracking.log_model(model.cpu(), REQUIREMENTS)
 
 
-def measure(pretrain_run: str, spec: TransferSpec) -> dict[str, float]:
-    """Run every task on the target as a child run of the pretraining run (reusing finished ones); all metrics, prefixed."""
+def measure(pretrain_run: str, spec: TransferSpec, *, wait: bool = True) -> dict[str, float]:
+    """Run every task on the target as a child run of the pretraining run (reusing finished ones); all metrics, prefixed
+    `transfer.<task label>.<target label>.` (labels name non-default parameters: `transfer.knn_k1.synthetic_heldout.`)."""
     run = tracking.get_run(pretrain_run)
     if run.data.tags.get(tracking.KIND) != "pretrain" or run.info.status != "FINISHED":
         raise TransferlabError(f"run {pretrain_run} is not a finished pretraining run (kind {run.data.tags.get(tracking.KIND)!r}, status {run.info.status})")
     experiment, params = run.info.experiment_id, run.data.params
     context = None
     results = {}
+    target = spec.target_label()
     for task in spec.tasks:
-        prefix = f"transfer.{task.name}.{spec.target.label()}."
-        key = cache_key("transfer", pretrain_run, spec.target.fingerprint, task.spec(), __version__)
-        with tracking.key_lock(key):
-            done = tracking.find_run(experiment, key, ("FINISHED",))
+        name = f"{component_label(task)} on {target}"
+        prefix = f"transfer.{component_label(task)}.{target}."
+        key = cache_key("transfer", pretrain_run, spec.target.fingerprint, task.spec(), f"recipe{RECIPE_VERSION}")
+        with tracking.key_lock(key, wait=wait):
+            done, stopped = tracking.settled_run(experiment, key, "transfer run", wait=wait)
             if done is not None:
-                console.print(f"[green]reusing finished transfer run[/] {done.info.run_id} ({task.name} on {spec.target.label()})")
+                console.print(f"[green]reusing finished transfer run[/] {done.info.run_id} ({name})")
                 metrics = {k: v for k, v in done.data.metrics.items() if k.startswith(prefix)}
             else:
-                stopped = tracking.find_run(experiment, key, tracking.RESUMABLE)
+                if stopped is not None:
+                    tracking.resume(stopped, None)
                 run_id = stopped.info.run_id if stopped else tracking.create_run(
-                    experiment, f"{task.name} on {spec.target.label()}",
-                    {tracking.KIND: "transfer", tracking.KEY: key, tracking.PRETRAIN_RUN: pretrain_run}, parent=pretrain_run)
+                    experiment, name, {tracking.KIND: "transfer", tracking.KEY: key, tracking.PRETRAIN_RUN: pretrain_run}, parent=pretrain_run)
                 with tracking.active(run_id):
                     if stopped is None:
                         tracking.log_params(run_id, {"task": task.spec(), **task.flat_params("task"), "target": spec.target.spec(),
@@ -180,7 +241,7 @@ def measure(pretrain_run: str, spec: TransferSpec) -> dict[str, float]:
                         context = TransferContext(spec.target, backbone, tracking.load_model(run, "cpu"), training.resolution,
                                                   device=training.device, seed=int(params["seed"]))
                     metrics = {prefix + k: float(v) for k, v in task.run(context).items()}
-                    mlflow.log_metrics(metrics)
+                    tracking.log_metrics(run_id, metrics)
         tracking.log_metrics(pretrain_run, metrics)
         results |= metrics
     return results
@@ -218,23 +279,30 @@ def link(parent: str, pretrain_run: str, metrics: dict[str, float]) -> None:
 
 
 def pretrain_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["policy"], backbone: str = DEFAULTS["backbone"],
-                 training: str = DEFAULTS["training"], seed: int = DEFAULTS["seed"], experiment: str | None = None) -> str:
-    """Pretrain (or reuse, or resume) and return the pretraining run's id."""
+                 training: str = DEFAULTS["training"], seed: int = DEFAULTS["seed"], experiment: str | None = None, *,
+                 wait: bool = True) -> str:
+    """Pretrain (or reuse, or resume) and return the pretraining run's id; `wait=False` fails instead of waiting for a
+    process that is running the same pretraining."""
     spec = PretrainSpec.parse(source, policy, backbone, training, seed)
+    tracking.check_store()
     parent = tracking.project_run_id()
     with asked_by(parent):
-        run_id = train(spec, experiment_of(parent, experiment), parent)
+        manifest = spec.prepare()
+        run_id = train(spec, experiment_of(parent, experiment), parent, manifest, wait=wait)
         if parent:
             link(parent, run_id, pretrain_metrics(run_id))
     return run_id
 
 
-def transfer_run(pretrain_run_id: str, target: str = DEFAULTS["target"], tasks: str = DEFAULTS["tasks"]) -> dict[str, float]:
-    """Measure a pretraining run's transfer: metrics `transfer.<task>.<target>.<metric>`."""
+def transfer_run(pretrain_run_id: str, target: str = DEFAULTS["target"], tasks: str = DEFAULTS["tasks"], *,
+                 wait: bool = True) -> dict[str, float]:
+    """Measure a pretraining run's transfer: metrics `transfer.<task label>.<target label>.<metric>`."""
     spec = TransferSpec.parse(target, tasks)
+    tracking.check_store()
+    spec.check()
     parent = tracking.project_run_id()
     with asked_by(parent):
-        metrics = measure(pretrain_run_id, spec)
+        metrics = measure(pretrain_run_id, spec, wait=wait)
         if parent:
             link(parent, pretrain_run_id, metrics)
     return metrics
@@ -251,11 +319,15 @@ class MainResult:
 
 def main_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["policy"], backbone: str = DEFAULTS["backbone"],
              training: str = DEFAULTS["training"], seed: int = DEFAULTS["seed"], target: str = DEFAULTS["target"],
-             tasks: str = DEFAULTS["tasks"], experiment: str | None = None) -> MainResult:
+             tasks: str = DEFAULTS["tasks"], experiment: str | None = None, *, wait: bool = True) -> MainResult:
     """Pretrain, then measure transfer. The main run (kind=main: `mlflow run`'s run, else one made and ended here) parents a
-    new pretraining run and carries the key metrics."""
+    new pretraining run and carries the key metrics. Every check that needs no training (specs, the store, the subset,
+    the device, the target's splits) comes before any run is made."""
     spec = PretrainSpec.parse(source, policy, backbone, training, seed)
     transfer = TransferSpec.parse(target, tasks)
+    tracking.check_store()
+    manifest = spec.prepare()
+    transfer.check()
     parent = tracking.project_run_id()
     experiment_id = experiment_of(parent, experiment)
     if parent is None:
@@ -267,7 +339,7 @@ def main_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["policy"],
         tracking.set_tags(parent, {tracking.KIND: "main"})
         ending = asked_by(parent)
     with ending:
-        pretrain_id = train(spec, experiment_id, parent)
-        metrics = pretrain_metrics(pretrain_id) | measure(pretrain_id, transfer)
+        pretrain_id = train(spec, experiment_id, parent, manifest, wait=wait)
+        metrics = pretrain_metrics(pretrain_id) | measure(pretrain_id, transfer, wait=wait)
         link(parent, pretrain_id, metrics)
     return MainResult(parent, pretrain_id, metrics)

@@ -1,4 +1,4 @@
-"""Sources: the Source base class (index, class tree, fingerprint, pixels)."""
+"""Sources: the Source base class (index, class tree, fingerprint, pixel identity, pixels)."""
 
 import dataclasses
 import hashlib
@@ -47,3 +47,8 @@ class Source(Component):
     def fingerprint(self) -> str:
         """Identity of the data: spec plus index contents."""
         return hashlib.sha256(f"{self.spec()}\x00{self.index.fingerprint()}".encode()).hexdigest()
+
+    @property
+    def pixels_key(self) -> str:
+        """Identity of the pixels of rows 0..n-1 alone (keys the image cache); the fingerprint unless a source knows better."""
+        return self.fingerprint

@@ -40,12 +40,23 @@ class Subset:
         return np.bincount(self.labels, minlength=self.num_classes)
 
     def keep_samples(self, samples: np.ndarray) -> "Subset":
-        """Same classes, only the given samples (any order; must already be kept)."""
-        return dataclasses.replace(self, samples=np.sort(np.asarray(samples, dtype=np.int64)))
+        """Same classes, only the given samples (any order); a PolicyError names samples the subset does not keep or repeats."""
+        samples = np.sort(np.asarray(samples, dtype=np.int64))
+        foreign = samples[~np.isin(samples, self.samples)]
+        if len(foreign):
+            raise PolicyError(f"keep_samples got {len(foreign)} samples the subset does not keep (another split or a dropped class), "
+                              f"such as {', '.join(map(str, foreign[:5].tolist()))}; choose among subset.samples")
+        if len(samples) > 1 and (samples[1:] == samples[:-1]).any():
+            raise PolicyError("keep_samples got a sample twice")
+        return dataclasses.replace(self, samples=samples)
 
     def keep_classes(self, keep: Sequence[int] | np.ndarray) -> "Subset":
-        """Only the given current classes, renumbered in the given order; their samples stay."""
+        """Only the given current classes (indices 0..num_classes-1), renumbered in the given order; their samples stay."""
         keep = np.asarray(keep, dtype=np.int64)
+        outside = keep[(keep < 0) | (keep >= self.num_classes)]
+        if len(outside):
+            raise PolicyError(f"keep_classes got class indices outside 0..{self.num_classes - 1}: "
+                              f"{', '.join(map(str, outside[:5].tolist()))}")
         if len(np.unique(keep)) != len(keep):
             raise PolicyError("a class was selected twice")
         new_of_current = np.full(self.num_classes, -1, dtype=np.int32)
@@ -66,16 +77,39 @@ class Subset:
         samples = self.samples[class_map[self.index.labels[self.samples]] >= 0]
         return dataclasses.replace(self, samples=samples, class_map=class_map, classes=tuple(classes), class_names=tuple(class_names))
 
+    def drop_source_classes(self, drop: Sequence[int] | np.ndarray) -> "Subset":
+        """Without the given source classes (source label numbers): their samples go, and so does every current class
+        left with no source class; the other current classes keep their ids and order (a merged class keeps the rest)."""
+        drop = np.asarray(drop, dtype=np.int64)
+        outside = drop[(drop < 0) | (drop >= len(self.class_map))]
+        if len(outside):
+            raise PolicyError(f"drop_source_classes got source labels outside 0..{len(self.class_map) - 1}: "
+                              f"{', '.join(map(str, outside[:5].tolist()))}")
+        class_map = self.class_map.copy()
+        class_map[drop] = -1
+        samples = self.samples[class_map[self.index.labels[self.samples]] >= 0]
+        thinned = dataclasses.replace(self, samples=samples, class_map=class_map)
+        return thinned.keep_classes(np.unique(class_map[class_map >= 0]))
+
     def find_classes(self, wanted: Sequence[str | int]) -> list[int]:
-        """Current class indices for ids, names or source label numbers; unknown ones are an error naming them."""
-        by_key = {c: i for i, c in enumerate(self.classes)} | {n: i for i, n in enumerate(self.class_names)}
+        """Current class indices of the wanted classes: an int is a source label number (its source class's current class),
+        a string is a current class id, or else a current class name; a name shared by several classes is an error."""
+        by_id = {c: i for i, c in enumerate(self.classes)}
+        by_name: dict[str, list[int]] = {}
+        for i, n in enumerate(self.class_names):
+            by_name.setdefault(n, []).append(i)
         found, unknown = [], []
         for w in wanted:
-            if isinstance(w, int):
+            if isinstance(w, (int, np.integer)):
                 label = self.class_map[w] if 0 <= w < len(self.class_map) else -1
                 (found.append(int(label)) if label >= 0 else unknown.append(w))
-            elif w in by_key:
-                found.append(by_key[w])
+            elif w in by_id:
+                found.append(by_id[w])
+            elif len(by_name.get(w, ())) == 1:
+                found.append(by_name[w][0])
+            elif w in by_name:
+                raise PolicyError(f"the name {w!r} is shared by {len(by_name[w])} classes; name one by id: "
+                                  f"{', '.join(repr(self.classes[i]) for i in by_name[w][:10])}")
             else:
                 unknown.append(w)
         if unknown:

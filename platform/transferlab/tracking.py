@@ -1,4 +1,4 @@
-"""MLflow records: experiments shown as training runs, run keys, reuse and resume, params, manifests, models, errors."""
+"""MLflow records: experiments shown as training runs, run keys, reuse/resume (owners in run_owners), params, manifests, models, errors."""
 
 import contextlib
 import fcntl
@@ -13,13 +13,16 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import register_dataset_source
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from rich.console import Console
 
 from .cache import cache_dir
 from .errors import TransferlabError
 from .manifest import Manifest
+from .run_owners import HOST, PID, STALE_ENV, heartbeats, live_owner, owner_tags, stale_after
 
 KIND = "transferlab.kind"  # pretrain | transfer | main
 KEY = "transferlab.key"
@@ -33,6 +36,15 @@ EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 DATASET_DIGEST_CHARS = 32  # MLflow caps dataset digests at 36 characters; the full manifest digest is an input tag and a param
 RESUMABLE = ("RUNNING", "KILLED")  # left by a killed process or Ctrl-C; a FAILED run is kept as a record and not resumed
 PARAM_CHARS = 6000  # MLflow's limit on a param value
+SUPERSEDED_BY = "transferlab.superseded_by"  # on a stopped run that a new run replaced (it is never resumed again)
+SUPERSEDED_BECAUSE = "transferlab.superseded_because"
+RESUMED_AFTER = "transferlab.resumed_after"  # on a resumed run: why it had stopped (the error it had, or its gone owner)
+WAIT_POLL_S = 5.0  # how often a run owned by a live process is looked at while waiting for it
+STORE_CHECK_TIMEOUT_S = 10  # the one request that checks a tracking server at start
+STORE_PROBLEMS = ("Connection refused", "timed out", "Name or service not known", "No route to host", "Temporary failure in name resolution",
+                  "certificate verify failed")  # named instead of the whole exception text, when it holds one
+
+console = Console(stderr=True)
 
 
 def client() -> MlflowClient:
@@ -41,8 +53,33 @@ def client() -> MlflowClient:
 
 
 def project_run_id() -> str | None:
-    """The run `mlflow run` created for this process, if any (read before any run ends: MLflow then unsets it)."""
-    return os.environ.get("MLFLOW_RUN_ID") or None
+    """The run that asks: the one `mlflow run` created for this process (read before any run ends: MLflow then unsets
+    it), else the caller's active fluent run (`with mlflow.start_run(): ...` in a notebook or script), else None."""
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return os.environ["MLFLOW_RUN_ID"]
+    active_run = mlflow.active_run()
+    return active_run.info.run_id if active_run else None
+
+
+def check_store() -> None:
+    """Fail fast, in one line naming the URI, when the tracking store cannot be reached (one request, short timeout)."""
+    uri = mlflow.get_tracking_uri()
+    remote = uri.startswith(("http://", "https://"))
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(STORE_CHECK_TIMEOUT_S)} if remote else {}
+    saved = {k: os.environ.get(k) for k in quick}
+    os.environ.update(quick)
+    try:
+        client().search_experiments(max_results=1)
+    except Exception as exc:  # MlflowException, or a connection error from below it
+        text = str(exc).strip() or type(exc).__name__
+        reason = next((r for r in STORE_PROBLEMS if r.lower() in text.lower()), text.splitlines()[0][:200])
+        raise TransferlabError(f"cannot reach the MLflow tracking store {uri} (MLFLOW_TRACKING_URI): {reason}") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def experiment_id(name: str | None = None) -> str:
@@ -72,36 +109,127 @@ def tag_experiment(experiment) -> None:
 
 
 def find_run(experiment: str, key: str, statuses: tuple[str, ...]) -> Run | None:
-    """The newest non-deleted run of the experiment with run key `key` and one of `statuses`."""
+    """The newest non-deleted run of the experiment with run key `key` and one of `statuses` (superseded runs excluded)."""
     runs = client().search_runs([experiment], f"tags.`{KEY}` = '{key}'", order_by=["attributes.start_time DESC"])
-    return next((r for r in runs if r.info.status in statuses), None)
+    return next((r for r in runs if r.info.status in statuses and SUPERSEDED_BY not in r.data.tags), None)
+
+
+def settled_run(experiment: str, key: str, what: str, *, wait: bool = True) -> tuple[Run | None, Run | None]:
+    """(the finished run with `key`, or the stopped one to resume): each may be None. A RUNNING run whose owner is alive is
+    waited for (with a message) until it ends or its owner is gone; with `wait=False` that is an error naming the owner."""
+    announced = False
+    while True:
+        done = find_run(experiment, key, ("FINISHED",))
+        if done is not None:
+            return done, None
+        stopped = find_run(experiment, key, RESUMABLE)
+        owner = stopped and live_owner(stopped)
+        if not owner:
+            return None, stopped
+        if not wait:
+            raise TransferlabError(f"{what} {stopped.info.run_id} is being run now by {owner}; wait for it to finish (leave out "
+                                   f"--no-wait), or, if that process is gone, rerun after {stale_after():.0f} s without heartbeat ({STALE_ENV})")
+        if not announced:
+            console.print(f"[yellow]waiting for {what}[/] {stopped.info.run_id}: {owner} is running it (Ctrl-C to stop waiting)")
+            announced = True
+        time.sleep(WAIT_POLL_S)
+
+
+def why_stopped(run: Run) -> str:
+    """What stopped a resumable run, for the record: its error, else its owner that is gone."""
+    tags = run.data.tags
+    if tags.get(ERROR):
+        return tags[ERROR]
+    return f"{run.info.status}: owner host {tags.get(HOST, '?')} pid {tags.get(PID, '?')} gone"
 
 
 @contextlib.contextmanager
-def key_lock(key: str) -> Iterator[None]:
-    """Hold an exclusive lock on a run key (on this host) while a run with that key is found, trained and ended."""
+def key_lock(key: str, *, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock on a run key (on this host) while a run with that key is found, trained and ended; if another
+    process holds it, wait for it (with a message), or with `wait=False` fail."""
     with open(cache_dir("locks") / f"{key}.lock", "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise TransferlabError(f"another transferlab process is running the run with key {key}; wait for it to finish") from None
+            if not wait:
+                raise TransferlabError(f"another transferlab process is running the run with key {key}; wait for it to finish "
+                                       "(leave out --no-wait)") from None
+            console.print(f"[yellow]waiting for another transferlab process[/] on this host that runs key {key} (Ctrl-C to stop waiting)")
+            fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
 
 def create_run(experiment: str, name: str, tags: dict[str, str], parent: str | None = None) -> str:
-    """A new run, nested under `parent` explicitly (inside `mlflow run`, a plain start_run would reuse the project's run)."""
-    tags = dict(tags) | {MLFLOW_RUN_NAME: name[:250]} | ({MLFLOW_PARENT_RUN_ID: parent} if parent else {})
+    """A new run owned by this process, nested under `parent` explicitly (inside `mlflow run`, a plain start_run would
+    reuse the project's run)."""
+    tags = dict(tags) | owner_tags() | {MLFLOW_RUN_NAME: name[:250]} | ({MLFLOW_PARENT_RUN_ID: parent} if parent else {})
     return client().create_run(experiment, tags=resolve_tags(tags), run_name=name[:250]).info.run_id
+
+
+def supersede(old: Run, new_run: str, reason: str) -> None:
+    """End a stopped run KILLED for good: `new_run` replaces it (tag transferlab.superseded_by; it is not resumed again)."""
+    set_tags(old.info.run_id, {SUPERSEDED_BY: new_run, SUPERSEDED_BECAUSE: reason[:5000]})
+    client().set_terminated(old.info.run_id, "KILLED")
+
+
+def resume(run: Run, parent: str | None) -> None:
+    """Take over a stopped run: record why it had stopped (transferlab.resumed_after) instead of its error tag and
+    `error.txt`; end its dead main run (RUNNING, kind=main) KILLED; nest it under `parent`, the run that finishes it."""
+    run_id, tags = run.info.run_id, run.data.tags
+    set_tags(run_id, {RESUMED_AFTER: why_stopped(run)[:5000]} | owner_tags())
+    clear_error(run)
+    old_parent = tags.get(MLFLOW_PARENT_RUN_ID)
+    if old_parent and old_parent != parent:
+        end_dead_main(old_parent, parent)
+    if parent and old_parent != parent:
+        set_tags(run_id, {MLFLOW_PARENT_RUN_ID: parent})
+
+
+def end_dead_main(run_id: str, successor: str | None) -> None:
+    """End a main run left RUNNING by a process that is gone as KILLED, pointing to the main run that took over."""
+    if not run_id or run_id == successor:
+        return
+    with contextlib.suppress(mlflow.MlflowException):
+        main = client().get_run(run_id)
+        if main.data.tags.get(KIND) == "main" and main.info.status == "RUNNING" and live_owner_if_recorded(main) is None:
+            if successor:
+                set_tags(run_id, {SUPERSEDED_BY: successor})
+            client().set_terminated(run_id, "KILLED")
+
+
+def live_owner_if_recorded(run: Run) -> str | None:
+    """`live_owner` for runs that record their owner; None for others (e.g. the run of an `mlflow run` whose child died)."""
+    return live_owner(run) if HOST in run.data.tags else None
+
+
+def clear_error(run: Run) -> None:
+    """Remove a resumed run's error record: the tag transferlab.error and the artifact error.txt."""
+    c = client()
+    if ERROR in run.data.tags:
+        c.delete_tag(run.info.run_id, ERROR)
+    with contextlib.suppress(Exception):  # an artifact store that cannot delete keeps the file; the tag is what filters use
+        if any(a.path == "error.txt" for a in c.list_artifacts(run.info.run_id)):
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            get_artifact_repository(run.info.artifact_uri).delete_artifacts("error.txt")
+
+
+def run_status(exc: BaseException) -> str:
+    """How an exception ends a run: KILLED (resumable) on Ctrl-C or for errors that say so (`run_status`), else FAILED."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "KILLED"
+    return getattr(exc, "run_status", "FAILED")
 
 
 @contextlib.contextmanager
 def recorded(run_id: str, *, end: bool = True) -> Iterator[None]:
-    """Record an exception on the run (tag and `error.txt`), ending it FAILED (KILLED on Ctrl-C); else end it FINISHED."""
+    """Record an exception on the run (tag and `error.txt`), ending it as `run_status` says (FAILED; KILLED on Ctrl-C);
+    else end it FINISHED."""
     c = client()
     try:
         yield
     except BaseException as exc:
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        status = run_status(exc)
         with contextlib.suppress(Exception):  # the original error matters more than a failure to record it
             c.set_tag(run_id, ERROR, f"{type(exc).__name__}: {exc}"[:5000])
             c.log_text(run_id, "".join(traceback.format_exception(exc)), "error.txt")
@@ -115,15 +243,20 @@ def recorded(run_id: str, *, end: bool = True) -> Iterator[None]:
 
 @contextlib.contextmanager
 def active(run_id: str, *, system_metrics: bool = False) -> Iterator[None]:
-    """Make `run_id` MLflow's active run (resuming it if it was stopped), with system metrics if asked; end it as `recorded`."""
-    mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
-    try:
-        with recorded(run_id, end=False):
-            yield
-    except BaseException as exc:
-        mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        raise
-    mlflow.end_run("FINISHED")
+    """Make `run_id` MLflow's active run (resuming it if it was stopped; nested above the caller's active run, if any),
+    owned by this process with a heartbeat, with system metrics if asked; end it as `recorded` does. A failure to start
+    it ends it FAILED too, so no run is left RUNNING."""
+    with recorded(run_id):
+        set_tags(run_id, owner_tags())
+        mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics, nested=True)
+        try:
+            with heartbeats(run_id):
+                yield
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                mlflow.end_run(run_status(exc))
+            raise
+        mlflow.end_run("FINISHED")
 
 
 def log_params(run_id: str, params: dict[str, Any]) -> None:
@@ -235,3 +368,6 @@ def get_run(run_id: str) -> Run:
     except mlflow.MlflowException:
         raise TransferlabError(f"no MLflow run {run_id!r} in the tracking store {mlflow.get_tracking_uri()}") from None
 
+
+
+register_dataset_source(ManifestSource)  # so that mlflow.data.get_source(dataset_input) gives a ManifestSource back

@@ -1,4 +1,5 @@
-"""Pretraining: one readable loop with warmup + cosine/step schedule, held-out val top-1 per epoch, atomic checkpoints, exact resume."""
+"""Pretraining: one readable loop with warmup + cosine/step schedule, held-out val top-1 per epoch (or per ~5% of the steps),
+atomic checkpoints, exact resume, torch's random state seeded from the run seed."""
 
 import math
 import time
@@ -13,14 +14,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .backbones import Backbone
 from .cache import atomic_path
-from .devices import autocast, prepare, resolve_device, synchronize
-from .errors import TransferlabError
+from .devices import autocast, prepare, resolve_device, seeded, synchronize
+from .errors import CheckpointError
 from .loader import augment, batches, epoch_generator, fits_on_device, normalize, to_device
 from .manifest import Manifest
 from .training_spec import Training
 
 CHECKPOINT_FORMAT = 2
 STEP_DECAY = ((0.5, 0.1), (0.75, 0.1))  # 'step' schedule: × 0.1 after half and after three quarters of the post-warmup steps
+MAX_EVALUATIONS = 20  # with the length in steps, evaluate (and checkpoint) about this often, plus at the end
 
 
 def pretrain(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, manifest: Manifest, val: tuple[np.ndarray, np.ndarray],
@@ -28,12 +30,22 @@ def pretrain(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, man
              logged: Collection[int] = (), progress: bool = True) -> dict[str, float]:
     """Train `model` (in place) on the manifest's samples of `images`; resume from `checkpoint` if it exists; return the last metrics.
 
-    Every epoch — a pass over the subset, or `len(subset) // batch_size` steps when the length is given in steps — ends
-    with held-out val top-1, an atomic checkpoint, then `log(metrics, step)`. On resume, the checkpoint's epochs whose
-    step is not in `logged` (the steps the caller has already recorded) are logged first, so a kill between checkpoint
-    and logging leaves neither a gap nor a duplicate. Crops and order depend on (seed, epoch) only.
+    Training is evaluated — held-out val top-1, an atomic checkpoint, then `log(metrics, step)` — after every epoch when
+    the length is in epochs; when it is in steps, every `evaluation_interval` steps (whole epochs, about 20 evaluations
+    per run) and at the end. On resume, the checkpoint's evaluations whose step is not in `logged` (the steps the caller
+    has already recorded) are logged first, so a kill between checkpoint and logging leaves neither a gap nor a
+    duplicate. Crops and order depend on (seed, epoch) only; dropout and DropPath draw from torch's generator seeded
+    from `seed` (restored from the checkpoint on resume), and the caller's random state is left as it was.
     """
     device = resolve_device(spec.device)
+    with seeded(seed, "pretrain", device):
+        return train_loop(backbone, model, images, manifest, val, spec, checkpoint, log, device, seed, logged, progress)
+
+
+def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, manifest: Manifest, val: tuple[np.ndarray, np.ndarray],
+               spec: Training, checkpoint: Path, log: Callable[[dict[str, float], int], None], device: torch.device, seed: int,
+               logged: Collection[int], progress: bool) -> dict[str, float]:
+    """The body of `pretrain`, run with torch's random state seeded."""
     net = prepare(model, device, spec.compile)
     optimizer = make_optimizer(model, spec)
     train_samples, train_labels = manifest.samples, manifest.labels
@@ -45,74 +57,98 @@ def pretrain(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, man
         val_images, val_samples = to_device(images, val_samples, device), np.arange(len(val_samples))
     else:
         train_images = val_images = images
+    # a subset smaller than a batch trains on one batch of the whole subset per epoch, with the length in epochs or steps
     drop_last = len(train_samples) >= spec.batch_size  # a last partial batch would give noisy steps (or a batch of one)
     steps_per_epoch = len(train_samples) // spec.batch_size if drop_last else 1
     total_steps = spec.steps if spec.length == "steps" else spec.epochs * steps_per_epoch
-    epochs = math.ceil(total_steps / steps_per_epoch)
+    interval = evaluation_interval(spec, steps_per_epoch, total_steps)
     key = f"{backbone.spec()} | {spec.spec()} | {manifest.digest} | seed={seed}"
 
-    step, first_epoch, history = 0, 0, []
+    step, epoch, history = 0, 0, []
     if checkpoint.exists():
-        step, first_epoch, history = load_checkpoint(checkpoint, key, model, optimizer)
+        step, epoch, history = load_checkpoint(checkpoint, key, model, optimizer)
         for entry in history:
             if entry["step"] not in logged:
                 log(entry["metrics"], entry["step"])
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[result]}"),
                   console=Console(stderr=True), disable=not progress) as bars:
-        for epoch in range(first_epoch, epochs):
-            epoch_steps = min(steps_per_epoch, total_steps - step)
-            bar = bars.add_task(f"pretrain epoch {epoch + 1}/{epochs}", total=epoch_steps, result="")
+        while step < total_steps:  # one round: train to the next evaluation (a whole number of epochs, or the last step)
+            end = min(total_steps, (step // interval + 1) * interval)
+            what = f"epoch {epoch + 1}/{spec.epochs}" if spec.length == "epochs" else f"steps {step + 1}-{end} of {total_steps}"
+            bar = bars.add_task(f"pretrain {what}", total=end - step, result="")
             net.train()
-            generator = epoch_generator(seed, epoch)
-            loss_sum, seen = torch.zeros((), device=device), 0
-            start = time.perf_counter()
-            for x, y in batches(train_images, train_samples, train_labels, spec.batch_size, device, shuffle=True, seed=seed, epoch=epoch,
-                                resident=resident, drop_last=drop_last):
-                lr = learning_rate(spec, step, total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                inputs = augment(x, generator)
-                with autocast(device):
-                    loss = F.cross_entropy(net(inputs), y, label_smoothing=spec.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach()
-                seen += len(y)
-                step += 1
-                bars.advance(bar)
-                if step == total_steps:
-                    break
-            synchronize(device)
-            seconds = time.perf_counter() - start
-            metrics = {"pretrain.train_loss": loss_sum.item() / epoch_steps, "pretrain.lr": lr, "pretrain.images_per_s": seen / seconds,
-                       "pretrain.epoch": float(epoch + 1)}
+            loss_sum, seen, round_steps, seconds = torch.zeros((), device=device), 0, 0, 0.0
+            while step < end:
+                generator = epoch_generator(seed, epoch)
+                start = time.perf_counter()
+                for x, y in batches(train_images, train_samples, train_labels, spec.batch_size, device, shuffle=True, seed=seed, epoch=epoch,
+                                    resident=resident, drop_last=drop_last):
+                    lr = learning_rate(spec, step, total_steps)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    inputs = augment(x, generator)
+                    with autocast(device):
+                        loss = F.cross_entropy(net(inputs), y, label_smoothing=spec.label_smoothing)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    loss_sum += loss.detach()
+                    seen += len(y)
+                    step += 1
+                    round_steps += 1
+                    bars.advance(bar)
+                    if step == end:  # only the last step of the run ends an epoch early
+                        break
+                synchronize(device)
+                seconds += time.perf_counter() - start
+                epoch += 1
+            metrics = {"pretrain.train_loss": loss_sum.item() / round_steps, "pretrain.lr": lr, "pretrain.images_per_s": seen / seconds,
+                       "pretrain.epoch": float(epoch)}
             if len(val_samples):
                 metrics["pretrain.val_top1"] = evaluate(net, val_images, val_samples, val_labels, 2 * spec.batch_size, device, resident)
             history.append({"step": step, "metrics": metrics})
             bars.update(bar, result=summary(metrics))
-            save_checkpoint(checkpoint, key, model, optimizer, step, epoch + 1, history)
+            save_checkpoint(checkpoint, key, model, optimizer, step, epoch, history)
             log(metrics, step)
     return dict(history[-1]["metrics"])
 
 
+def evaluation_interval(spec: Training, steps_per_epoch: int, total_steps: int) -> int:
+    """Optimizer steps between evaluations: one epoch with the length in epochs; with the length in steps, the whole
+    number of epochs that covers at least a twentieth of the run (MAX_EVALUATIONS), so small subsets do not evaluate
+    and checkpoint after every few steps."""
+    if spec.length == "epochs":
+        return steps_per_epoch
+    return steps_per_epoch * math.ceil(math.ceil(total_steps / MAX_EVALUATIONS) / steps_per_epoch)
+
+
 def learning_rate(spec: Training, step: int, total_steps: int) -> float:
     """Learning rate of optimizer step `step` (0-based): linear warmup over the first `warmup` fraction, then cosine or step decay."""
-    warmup = round(spec.warmup * total_steps)
+    return scheduled_rate(spec.lr, spec.warmup, spec.schedule, step, total_steps)
+
+
+def scheduled_rate(lr: float, warmup_fraction: float, schedule: str, step: int, total_steps: int) -> float:
+    """`learning_rate` for a peak rate, warmup fraction and schedule ('cosine' or 'step') given one by one (fine-tuning uses it too)."""
+    warmup = round(warmup_fraction * total_steps)
     if step < warmup:
-        return spec.lr * (step + 1) / warmup
+        return lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, total_steps - warmup)
-    if spec.schedule == "cosine":
-        return spec.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    return spec.lr * math.prod(factor for at, factor in STEP_DECAY if progress >= at)
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return lr * math.prod(factor for at, factor in STEP_DECAY if progress >= at)
+
+
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Optimizer parameter groups: weight matrices and kernels decay, norms and biases (ndim ≤ 1) do not."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 def make_optimizer(model: torch.nn.Module, spec: Training) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum or AdamW; weight decay on weight matrices and kernels only, not on norms and biases."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": spec.weight_decay},
-              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    groups = decay_groups(model, spec.weight_decay)
     if spec.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, nesterov=spec.momentum > 0)
     return torch.optim.AdamW(groups, lr=spec.lr)
@@ -146,19 +182,30 @@ def save_checkpoint(path: Path, key: str, model: torch.nn.Module, optimizer: tor
 def load_checkpoint(path: Path, key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int, list[dict]]:
     """Restore model, optimizer and random state from a checkpoint of the same run; return (step, epochs done, history).
 
-    The history holds one {'step': optimizer steps done, 'metrics': {...}} per finished epoch."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    The history holds one {'step': optimizer steps done, 'metrics': {...}} per evaluation (see `pretrain`)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged or foreign file
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {first_line(exc)})") from exc
     if state.get("format") != CHECKPOINT_FORMAT:
-        raise TransferlabError(f"checkpoint {path} was written by another transferlab version (format {state.get('format')}, this one reads {CHECKPOINT_FORMAT}); move it away to start afresh")
+        raise CheckpointError(f"checkpoint {path} was written by another transferlab version (format {state.get('format')}, this one reads {CHECKPOINT_FORMAT})")
     if state.get("key") != key:
-        raise TransferlabError(f"checkpoint {path} belongs to another training run ({state.get('key')!r}), not to {key!r}; move it away to start afresh")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+        raise CheckpointError(f"checkpoint {path} belongs to another training run ({state.get('key')!r}), not to {key!r}")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit this network ({type(exc).__name__}: {first_line(exc)})") from exc
     torch.set_rng_state(state["rng"]["torch"])
     if state["rng"]["cuda"] and torch.cuda.is_available():  # resuming on a machine with fewer GPUs restores those it has
         for index, rng in enumerate(state["rng"]["cuda"][:torch.cuda.device_count()]):
             torch.cuda.set_rng_state(rng, index)
     return state["step"], state["epoch"], state["history"]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, at most 200 characters."""
+    return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
 def summary(metrics: dict[str, float]) -> str:

@@ -6,18 +6,23 @@ from typing import Literal
 from .components import Component
 from .errors import SpecError
 
+DEFAULT_EPOCHS = 3  # the length when neither epochs nor steps is given
+
 
 @dataclasses.dataclass(frozen=True)
 class Training(Component):
-    """How to pretrain: length in epochs or optimizer steps (exactly one), optimizer, schedule, resolution, device.
+    """How to pretrain: length in epochs or optimizer steps (at most one; neither means 3 epochs), optimizer, schedule,
+    resolution, device.
 
-    `momentum` is SGD's (nesterov); AdamW keeps its default betas. `schedule='step'` multiplies the rate by 0.1 at 50% and
-    75% of the steps after warmup; `warmup` is a fraction of all steps. `device_share` caps the device memory a resident
-    subset may take before batches stream from the image cache instead."""
+    `momentum` is SGD's (nesterov); AdamW keeps its default betas. Weight decay applies to weight matrices and kernels
+    only, not to norms and biases (parameters with ndim ≤ 1); fine-tuning follows the same rule. `schedule='step'`
+    multiplies the rate by 0.1 at 50% and 75% of the steps after warmup; `warmup` is a fraction of all steps. With
+    `steps`, val top-1 and a checkpoint come every whole number of epochs covering ≥ 1/20 of the steps, and at the end.
+    `device_share` caps the device memory a resident subset may take before batches stream from the image cache instead."""
 
     kind = "training"
     name = "train"
-    epochs: int | None = 3
+    epochs: int | None = None  # None: DEFAULT_EPOCHS unless steps is given (set in __post_init__, so specs and run keys show 3)
     steps: int | None = None
     batch_size: int = 128
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -32,10 +37,15 @@ class Training(Component):
     compile: bool = False
     device_share: float = 0.5
 
+    def __post_init__(self):
+        if self.epochs is None and self.steps is None:
+            object.__setattr__(self, "epochs", DEFAULT_EPOCHS)
+        super().__post_init__()
+
     def validate(self):
         if (self.epochs is None) == (self.steps is None):
-            raise SpecError(f"train: give exactly one of epochs or steps, got epochs={self.epochs}, steps={self.steps}")
-        if (self.epochs or self.steps) < 1:
+            raise SpecError(f"train: give exactly one of epochs or steps (neither means epochs={DEFAULT_EPOCHS}), got epochs={self.epochs}, steps={self.steps}")
+        if (self.epochs if self.epochs is not None else self.steps) < 1:
             raise SpecError("train: epochs or steps must be at least 1")
         if self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise SpecError("train: needs batch_size >= 1, lr > 0, weight_decay >= 0 and 0 <= momentum < 1")

@@ -1,16 +1,16 @@
-"""Full fine-tuning: the whole pretrained network with a new head, SGD (nesterov) with a cosine schedule."""
+"""Full fine-tuning: the whole pretrained network with a new head, SGD (nesterov) with linear warmup and a cosine schedule."""
 
 import dataclasses
-import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from transferlab import SpecError
-from transferlab.devices import autocast
-from transferlab.loader import augment, batches, epoch_generator, fits_on_device, normalize
+from transferlab.devices import autocast, seeded
+from transferlab.loader import augment, batches, epoch_generator, fits_on_device, normalize, to_device
 from transferlab.tasks import Task, TransferContext
+from transferlab.training import decay_groups, scheduled_rate
 
 from .scores import mean_class_accuracy, top1
 
@@ -19,7 +19,11 @@ RESIDENT_SHARE = 0.25  # the target's training images live on the device when th
 
 @dataclasses.dataclass(frozen=True)
 class Finetune(Task):
-    """Train every layer on the target's train split with pretraining's augmentation; val top-1 at the end, test once."""
+    """Train every layer on the target's train split with pretraining's augmentation; val top-1 at the end, test once.
+
+    As in pretraining: linear warmup over the first `warmup` fraction of the steps, then cosine decay to 0; weight decay on
+    weight matrices and kernels only, not on norms and biases. The new head's initial weights, the batch order, the crops
+    and dropout follow the run's seed, so the same pretrained model and seed give the same numbers."""
 
     name = "finetune"
     epochs: int = 10
@@ -27,28 +31,37 @@ class Finetune(Task):
     batch_size: int = 64
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    warmup: float = 0.05
 
     def validate(self) -> None:
-        """Positive length, batch and learning rate; momentum in [0, 1); weight decay >= 0."""
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise SpecError(f"finetune: needs epochs, batch_size >= 1, lr > 0, 0 <= momentum < 1, weight_decay >= 0; got {self.spec()}")
+        """Positive length, batch and learning rate; momentum and warmup in [0, 1); weight decay >= 0."""
+        if (self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0
+                or not 0 <= self.warmup < 1):
+            raise SpecError(f"finetune: needs epochs, batch_size >= 1, lr > 0, 0 <= momentum < 1, weight_decay >= 0, 0 <= warmup < 1; got {self.spec()}")
 
     def run(self, ctx: TransferContext) -> dict[str, float]:
         """test_top1, test_mean_class_acc, val_top1 (after the last epoch; nothing is chosen on val) and train_loss (last epoch)."""
+        with seeded(ctx.seed, "finetune", ctx.device):
+            return self.finetune(ctx)
+
+    def finetune(self, ctx: TransferContext) -> dict[str, float]:
+        """`run`'s work, with torch's random state seeded."""
         model = ctx.fresh_model(ctx.num_classes)
         samples, labels = ctx.samples("train"), ctx.labels("train")
-        resident = fits_on_device(len(samples) * ctx.image_cache[0].nbytes, ctx.device, RESIDENT_SHARE)
+        images = ctx.image_cache
+        resident = fits_on_device(len(samples) * images[0].nbytes, ctx.device, RESIDENT_SHARE)
+        if resident:  # copy the train split to the device once; every epoch's batches are gathered there
+            images, samples = to_device(images, samples, ctx.device), np.arange(len(samples))
         drop_last = len(samples) > self.batch_size  # never a batch of one in train-mode batch norm
         steps = self.epochs * (len(samples) // self.batch_size if drop_last else 1)
-        optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum, nesterov=self.momentum > 0,
-                                    weight_decay=self.weight_decay)
+        optimizer = torch.optim.SGD(decay_groups(model, self.weight_decay), lr=self.lr, momentum=self.momentum, nesterov=self.momentum > 0)
         step = 0
         for epoch in range(self.epochs):
             generator, losses = epoch_generator(ctx.seed, epoch), []
-            for x, y in batches(ctx.image_cache, samples, labels, self.batch_size, ctx.device, shuffle=True, seed=ctx.seed,
+            for x, y in batches(images, samples, labels, self.batch_size, ctx.device, shuffle=True, seed=ctx.seed,
                                 epoch=epoch, resident=resident, drop_last=drop_last):
                 for group in optimizer.param_groups:
-                    group["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+                    group["lr"] = scheduled_rate(self.lr, self.warmup, "cosine", step, steps)
                 with autocast(ctx.device):
                     loss = F.cross_entropy(model(augment(x, generator)), y)
                 optimizer.zero_grad(set_to_none=True)

@@ -18,7 +18,7 @@ from transferlab.data_index import DataIndex
 from transferlab.errors import DataError
 from transferlab.images import fit
 
-from .file_source import DownloadableSource, row_splits
+from .file_source import DownloadableSource, arrays_digest, row_splits
 from .wnid_maps import CIFAR100_SYNSETS
 
 FOLDER = "cifar-100-python"
@@ -141,7 +141,7 @@ class CIFAR100(DownloadableSource):
         return CifarData(rows, fine, len(train[0]), fine_names, coarse_names, coarse_of_fine(fine, coarse, fine_names, self.folder))
 
     def build_index(self) -> DataIndex:
-        """Sample i is row i of train then test; class ids are the fine classes' wnids; a val_fraction of each train class becomes val."""
+        """Sample i is row i of train then test; class ids are the fine classes' wnids; a val_fraction of each train class becomes val; content is a hash of the pixels."""
         data = self.data
         unmapped = [n for n in data.fine_names if n not in CIFAR100_SYNSETS]
         if unmapped:
@@ -149,7 +149,7 @@ class CIFAR100(DownloadableSource):
                             f"(transferlab_sources.wnid_maps.CIFAR100_SYNSETS maps CIFAR-100's 100 names)")
         wnids = [CIFAR100_SYNSETS[n][0] for n in data.fine_names]
         return DataIndex(labels=data.labels, splits=row_splits(data.labels, data.n_train, self.val_fraction),
-                         classes=wnids, class_names=data.fine_names)
+                         classes=wnids, class_names=data.fine_names, content=arrays_digest(data.rows))
 
     def build_tree(self) -> ClassTree:
         """Two levels: each fine class under its CIFAR superclass."""

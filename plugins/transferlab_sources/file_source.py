@@ -1,7 +1,8 @@
-"""The base of sources read from files, and helpers they share: val carving, problem listings."""
+"""The base of sources read from files, and helpers they share: content digests, val carving, problem listings."""
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -15,6 +16,7 @@ from transferlab.errors import DataError, SpecError
 from transferlab.sources import Source
 from transferlab.subset import ranks_within_class
 
+SPLIT_PARAMS = ("val_fraction", "test_fraction")  # parameters that only move rows between splits, never change pixels
 MAX_LISTED = 20  # problems shown in one error message; the rest are counted
 
 
@@ -36,12 +38,25 @@ class FileSource(Source):
             problem = "is not a folder" if self.path.exists() else "does not exist"
             raise DataError(f"{self.name}: root {str(self.path)!r} {problem}" + (f"; {hint}" if hint else ""))
 
+    def data_params(self) -> dict[str, object]:
+        """The parameters that shape the data: every one but the location parameters."""
+        return {k: v for k, v in self.params().items() if k not in self.location_params}
+
     @cached_property
     def fingerprint(self) -> str:
-        """Identity of the data: name, index contents and the data parameters, but not the location."""
-        params = [f"{k}={format_value(v)}" for k, v in sorted(self.params().items()) if k not in self.location_params]
+        """Identity of the data: name, index contents (content digest included) and the data parameters, but not the location."""
+        params = [f"{k}={format_value(v)}" for k, v in sorted(self.data_params().items())]
         return hashlib.sha256("\x00".join([self.name, self.index.fingerprint(), *params]).encode()).hexdigest()
 
+    @cached_property
+    def pixels_key(self) -> str:
+        """Identity of the pixels alone: name, files in row order, content digest and data parameters but the SPLIT_PARAMS."""
+        index = self.index
+        h = hashlib.sha256("\x00".join([self.name, index.content, *index.folders]).encode())
+        for array in (index.files, index.folder_ids):
+            h.update(b"-" if array is None else array.tobytes())
+        h.update(repr(sorted((k, format_value(v)) for k, v in self.data_params().items() if k not in SPLIT_PARAMS)).encode())
+        return h.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,27 +78,45 @@ class DownloadableSource(FileSource):
         raise NotImplementedError(f"source {self.name} does not implement check_files()")
 
 
-def check_val_fraction(name: str, fraction: float) -> None:
+def check_val_fraction(name: str, fraction: float, param: str = "val_fraction") -> None:
     """A SpecError unless 0 <= fraction < 1."""
     if not 0 <= fraction < 1:
-        raise SpecError(f"{name}: val_fraction must lie in [0, 1), got {fraction}")
+        raise SpecError(f"{name}: {param} must lie in [0, 1), got {fraction}")
 
 
 def text_keys(texts: Iterable[str]) -> np.ndarray:
-    """A stable uint64 per text (blake2b), independent of any seed."""
-    digests = b"".join(hashlib.blake2b(t.encode(), digest_size=8).digest() for t in texts)
+    """A stable uint64 per text (blake2b of its file-system bytes, so undecodable file names work), independent of any seed."""
+    digests = b"".join(hashlib.blake2b(os.fsencode(t), digest_size=8).digest() for t in texts)
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 
-def carve_val(splits: np.ndarray, labels: np.ndarray, keys: np.ndarray, fraction: float) -> np.ndarray:
-    """Split codes with the `fraction` of each class's train samples that have the lowest keys moved to val (one stays)."""
+def stamps_digest(stamps: np.ndarray) -> str:
+    """sha256 of int64 [n, 2] (size, mtime_ns) file stamps in row order: the content digest of a file source's index."""
+    return hashlib.sha256(np.ascontiguousarray(stamps, dtype="<i8").tobytes()).hexdigest()
+
+
+def arrays_digest(*arrays: np.ndarray) -> str:
+    """blake2b of pixel arrays (shape, dtype and bytes): the content digest of a source read into memory."""
+    h = hashlib.blake2b(digest_size=32)
+    for array in arrays:
+        h.update(f"{array.dtype.str}{array.shape}".encode())
+        h.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    return h.hexdigest()
+
+
+def carve(splits: np.ndarray, labels: np.ndarray, keys: np.ndarray, fractions: dict[str, float]) -> np.ndarray:
+    """Split codes with, per class, the train samples of lowest keys moved to each split of `fractions` in turn (each a
+    fraction of the class's train samples, rounded; at least one stays in train). Nested: a larger fraction moves a superset."""
     train = np.flatnonzero(splits == split_code("train"))
     train_labels = labels[train]
     counts = np.bincount(train_labels)
-    quota = np.minimum(np.floor(counts * fraction + 0.5), np.maximum(counts - 1, 0))
     order, ranks = ranks_within_class(train_labels, keys[train])
-    out = splits.copy()
-    out[train[order[ranks < quota[train_labels[order]]]]] = split_code("val")
+    ranked_labels = train_labels[order]
+    out, start = splits.copy(), np.zeros(len(counts))
+    for split, fraction in fractions.items():
+        end = np.minimum(start + np.floor(counts * fraction + 0.5), np.maximum(counts - 1, 0))
+        out[train[order[(ranks >= start[ranked_labels]) & (ranks < end[ranked_labels])]]] = split_code(split)
+        start = end
     return out
 
 
@@ -100,5 +133,5 @@ def row_splits(labels: np.ndarray, n_train: int, val_fraction: float) -> np.ndar
     splits = np.full(len(labels), split_code("test"), dtype=np.uint8)
     splits[:n_train] = split_code("train")
     if val_fraction > 0:
-        splits = carve_val(splits, labels, text_keys(map(str, range(len(labels)))), val_fraction)
+        splits = carve(splits, labels, text_keys(map(str, range(len(labels)))), {"val": val_fraction})
     return splits

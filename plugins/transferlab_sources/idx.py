@@ -15,7 +15,7 @@ from transferlab.data_index import DataIndex
 from transferlab.errors import DataError
 from transferlab.images import fit
 
-from .file_source import DownloadableSource, row_splits
+from .file_source import DownloadableSource, arrays_digest, row_splits
 from .wnid_maps import FASHION_MNIST_SYNSETS
 
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
@@ -101,10 +101,10 @@ class MNIST(DownloadableSource):
         getattr(torchvision.datasets, self.folder)(str(self.path), download=True)
 
     def build_index(self) -> DataIndex:
-        """Sample i is row i of train then test; a deterministic val_fraction of each train class becomes val."""
-        _, labels, n_train = self.arrays
+        """Sample i is row i of train then test; a deterministic val_fraction of each train class becomes val; content is a hash of the pixels."""
+        images, labels, n_train = self.arrays
         splits = row_splits(labels, n_train, self.val_fraction)
-        return DataIndex(labels=labels, splits=splits, classes=self.class_ids, class_names=self.class_labels)
+        return DataIndex(labels=labels, splits=splits, classes=self.class_ids, class_names=self.class_labels, content=arrays_digest(images))
 
     def load(self, samples: np.ndarray, size: int | None = None) -> np.ndarray:
         """Grayscale replicated to 3 channels; `size` resizes to size×size."""

@@ -4,6 +4,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -13,12 +14,13 @@ from transferlab.cache import cache_dir, cache_key
 from transferlab.class_tree import ClassTree
 from transferlab.data_index import SPLITS, DataIndex, split_code
 from transferlab.errors import DataError
-from transferlab.images import decode_image, is_image_file, probe_image
+from transferlab.images import decode_image, is_image_file, map_decoding, probe_image
 
-from .file_source import FileSource, carve_val, check_val_fraction, listing, text_keys
+from .file_source import FileSource, carve, check_val_fraction, listing, stamps_digest, text_keys
 
 PROBE_CHUNK = 256  # files per thread-pool task when reading headers
-INDEX_CACHE_VERSION = "image_folder-index-v1"
+INDEX_CACHE_VERSION = "image_folder-index-v2"
+SPLIT_OF_FOLDER = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}  # top-level split folders
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,16 +113,32 @@ def class_folders(folders: dict[str, Folder], base: str, root: Path) -> dict[str
     return classes
 
 
-def split_layout(folders: dict[str, Folder], root: Path) -> dict[str, dict[str, str]]:
-    """Class folders per split: root's folders are train/val/test (split layout) or are all training classes."""
-    top = folders[""].subfolders
-    if not (top and set(top) <= set(SPLITS)):
-        return {"train": class_folders(folders, "", root)}
-    if "train" not in top:
+def split_folders(top: Sequence[str], root: Path) -> dict[str, str]:
+    """Split of each top-level folder when any is named as a split (train, val or valid or validation, test); {} when none is."""
+    splits = {name: SPLIT_OF_FOLDER[name] for name in top if name in SPLIT_OF_FOLDER}
+    if not splits:
+        return {}
+    others = [name for name in top if name not in splits]
+    if others:
+        raise DataError(f"{root} has split folders ({', '.join(splits)}) and other folders beside them: {', '.join(others)}; "
+                        "a split layout holds only train/, val/ (or valid/ or validation/) and test/, so move the others away")
+    vals = [name for name, split in splits.items() if split == "val"]
+    if len(vals) > 1:
+        raise DataError(f"{root} has {' and '.join(vals)} folders; keep one val folder")
+    if "train" not in splits:
         raise DataError(f"{root} has {' and '.join(top)} folders but no train folder")
+    return splits
+
+
+def split_layout(folders: dict[str, Folder], root: Path) -> dict[str, dict[str, str]]:
+    """Class folders per split: root's folders are split folders (see `split_folders`) or are all training classes."""
+    top = folders[""].subfolders
+    splits = split_folders(top, root)
+    if not splits:
+        return {"train": class_folders(folders, "", root)}
     if folders[""].images:
         raise DataError(f"{root} holds images beside its {', '.join(top)} folders; put them in class folders inside a split")
-    layout = {split: class_folders(folders, split, root) for split in SPLITS if split in top}
+    layout = {split: class_folders(folders, name, root) for split in SPLITS for name, of in splits.items() if of == split}
     unknown = {split: sorted(set(classes) - set(layout["train"])) for split, classes in layout.items()}
     if any(unknown.values()):
         named = "; ".join(f"{split}: {', '.join(ids)}" for split, ids in unknown.items() if ids)
@@ -128,14 +146,25 @@ def split_layout(folders: dict[str, Folder], root: Path) -> dict[str, dict[str, 
     return layout
 
 
-def probe_all(root: Path, paths: Sequence[str]) -> list[tuple[str, str]]:
-    """Header failures (relative path, reason), checked in a thread pool, in the order of `paths`."""
-    def probe_chunk(chunk: Sequence[str]) -> list[tuple[str, str | None]]:
-        return [(p, probe_image(root / p)) for p in chunk]
+def probe_file(path: Path) -> tuple[int, int, str | None]:
+    """A file's size, mtime (ns) and why it is not a readable image (None when it is)."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        return 0, 0, f"cannot read ({exc.strerror or exc})"
+    return stat.st_size, stat.st_mtime_ns, probe_image(path)
+
+
+def probe_all(root: Path, paths: Sequence[str]) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """(size, mtime_ns) of every file, int64 [n, 2], and the failures (relative path, reason), in the order of `paths`; in a thread pool."""
+    def probe_chunk(chunk: Sequence[str]) -> list[tuple[int, int, str | None]]:
+        return [probe_file(root / p) for p in chunk]
 
     chunks = [paths[i:i + PROBE_CHUNK] for i in range(0, len(paths), PROBE_CHUNK)]
     with ThreadPoolExecutor() as pool:
-        return [(p, reason) for chunk in pool.map(probe_chunk, chunks) for p, reason in chunk if reason]
+        probes = [probe for chunk in pool.map(probe_chunk, chunks) for probe in chunk]
+    stamps = np.array([(size, mtime) for size, mtime, _ in probes], dtype=np.int64).reshape(-1, 2)
+    return stamps, [(p, reason) for p, (_, _, reason) in zip(paths, probes) if reason]
 
 
 def list_files(layout: dict[str, dict[str, str]], folders: dict[str, Folder], classes: Sequence[str]):
@@ -152,9 +181,10 @@ def list_files(layout: dict[str, dict[str, str]], folders: dict[str, Folder], cl
 
 
 def index_files(root: Path, paths: Sequence[str], labels: np.ndarray, splits: np.ndarray, classes: Sequence[str],
-                class_names: Sequence[str], corrupt: str, val_fraction: float) -> DataIndex:
-    """Index image files (paths relative to root, grouped by folder): check headers, drop or report bad ones, carve val, sort by split."""
-    failures = probe_all(root, paths)
+                class_names: Sequence[str], corrupt: str, val_fraction: float, test_fraction: float = 0.0) -> DataIndex:
+    """Index image files (paths relative to root, grouped by folder) in their order: probe, drop or report bad ones, carve test
+    then val from train (see `carve`), digest stamps."""
+    stamps, failures = probe_all(root, paths)
     if failures and corrupt == "error":
         raise DataError(f"{len(failures)} unreadable image files under {root} "
                         f"(pass corrupt='skip' to leave them out of the index):\n{listing(failures)}")
@@ -166,13 +196,12 @@ def index_files(root: Path, paths: Sequence[str], labels: np.ndarray, splits: np
     position = {folder: i for i, folder in enumerate(folders)}
     folder_ids = np.array([position[f] for f in folder_of], dtype=np.int32)
     labels, splits = labels[keep], splits[keep]
-    if val_fraction > 0:
+    if val_fraction > 0 or test_fraction > 0:
         keys = text_keys(f"{classes[label]}/{n}" for label, n in zip(labels.tolist(), names))
-        splits = carve_val(splits, labels, keys, val_fraction)
-    order = np.argsort(splits, kind="stable")
+        splits = carve(splits, labels, keys, {"test": test_fraction, "val": val_fraction})
     files = np.array([os.fsencode(n) for n in names], dtype=np.bytes_)
-    return DataIndex(labels=labels[order], splits=splits[order], classes=tuple(classes), class_names=tuple(class_names),
-                     files=files[order], folder_ids=folder_ids[order], folders=folders, skipped=tuple(sorted(bad)))
+    return DataIndex(labels=labels, splits=splits, classes=tuple(classes), class_names=tuple(class_names), files=files,
+                     folder_ids=folder_ids, folders=folders, skipped=tuple(sorted(bad)), content=stamps_digest(stamps[keep]))
 
 
 def cached_index(kind: str, key: str, build: Callable[[], DataIndex]) -> DataIndex:
@@ -194,10 +223,9 @@ def try_decode(path: Path, size: int | None) -> tuple[np.ndarray | None, str | N
 
 
 def load_files(root: Path, index: DataIndex, samples: np.ndarray, size: int | None) -> np.ndarray:
-    """Decode the samples' files (relative to root) to RGB in a thread pool; every failure is reported in one DataError."""
+    """Decode the samples' files (relative to root) to RGB, in parallel unless already in a decoding pool; every failure in one DataError."""
     paths = [index.path(i) for i in np.asarray(samples, dtype=np.int64).tolist()]
-    with ThreadPoolExecutor() as pool:
-        decoded = list(pool.map(lambda p: try_decode(root / p, size), paths))
+    decoded = map_decoding(lambda p: try_decode(root / p, size), paths)
     failures = [(p, reason) for p, (_, reason) in zip(paths, decoded) if reason]
     if failures:
         raise DataError(f"could not decode {len(failures)} of {len(paths)} images under {root}:\n{listing(failures)}")
@@ -217,11 +245,29 @@ class ImageFolder(FileSource):
     location_params = ("root", "corrupt")  # skipped files are recorded in the index itself
     val_fraction: float = 0.1
     corrupt: Literal["error", "skip"] = "error"
+    test_fraction: float = 0.0
 
     def validate(self) -> None:
-        """The root must be an existing folder; val_fraction must lie in [0, 1)."""
+        """The root must be an existing folder; val_fraction and test_fraction lie in [0, 1), and so does their sum."""
         self.check_root()
         check_val_fraction(self.name, self.val_fraction)
+        check_val_fraction(self.name, self.test_fraction, "test_fraction")
+        check_val_fraction(self.name, self.val_fraction + self.test_fraction, "val_fraction + test_fraction")
+
+    @cached_property
+    def carved(self) -> dict[str, float]:
+        """The fractions of train carved as test and val in effect: 0 for a split that root has a folder of (test; val,
+        valid or validation), which gives that split itself."""
+        try:
+            with os.scandir(self.path) as entries:
+                present = {SPLIT_OF_FOLDER.get(e.name) for e in entries if e.is_dir() and not e.name.startswith(".")}
+        except OSError as exc:
+            raise DataError(f"cannot read folder {self.path}: {exc.strerror or exc}") from None
+        return {"test": 0.0 if "test" in present else self.test_fraction, "val": 0.0 if "val" in present else self.val_fraction}
+
+    def data_params(self) -> dict[str, object]:
+        """The parameters that shape the data, the carved fractions as in effect (so an ignored one changes no key)."""
+        return super().data_params() | {f"{split}_fraction": fraction for split, fraction in self.carved.items()}
 
     def build_index(self) -> DataIndex:
         """The folder tree's index, reloaded from the cache while no folder under root has changed."""
@@ -231,7 +277,7 @@ class ImageFolder(FileSource):
     def cache_key(self, folders: dict[str, Folder]) -> str:
         """Key of the absolute root, every folder's mtime and the parameters that shape the index."""
         mtimes = sorted((rel, f.mtime_ns) for rel, f in folders.items())
-        return cache_key(INDEX_CACHE_VERSION, self.path, self.val_fraction, self.corrupt, mtimes)
+        return cache_key(INDEX_CACHE_VERSION, self.path, sorted(self.carved.items()), self.corrupt, mtimes)
 
     def index_folders(self, folders: dict[str, Folder]) -> DataIndex:
         """Index the scanned folders: class ids are folder paths (below the split folder), names their last part."""
@@ -239,7 +285,7 @@ class ImageFolder(FileSource):
         classes = sorted(layout["train"])
         paths, labels, splits = list_files(layout, folders, classes)
         return index_files(self.path, paths, labels, splits, classes, [c.rsplit("/", 1)[-1] for c in classes],
-                           self.corrupt, 0.0 if "val" in layout else self.val_fraction)
+                           self.corrupt, self.carved["val"], self.carved["test"])
 
     def build_tree(self) -> ClassTree:
         """Nested class folders as a tree: node ids are folder paths, names their last part."""

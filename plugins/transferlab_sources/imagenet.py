@@ -1,14 +1,16 @@
-"""ImageNet ILSVRC-2012 in its usual layout: root/train/<wnid>/*.JPEG and root/val, in wnid folders or flat with the devkit's labels.
+"""ImageNet ILSVRC-2012 in its usual layout: root/train/<wnid>/*.JPEG and root/val, in wnid folders or flat with the devkit's labels
+(or with Kaggle's LOC_val_solution.csv, whose archive has root = ILSVRC/Data/CLS-LOC).
 
 ImageNet's val set is our *test* split (as in the paper, which reports on it); a `val_fraction` of each class's training
 images can be carved off as our val split for model selection. The default carves none, so that "all images per class"
 means all of ImageNet's training images.
 """
 
+import csv
 import dataclasses
 import importlib.util
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -23,11 +25,14 @@ from transferlab.errors import DataError
 from .file_source import MAX_LISTED, FileSource, check_val_fraction, listing
 from .image_folder import Folder, cached_index, class_folders, file_stamps, folder_stamps, index_files, list_files, load_files, scan
 
-INDEX_CACHE_VERSION = "imagenet-index-v1"
+INDEX_CACHE_VERSION = "imagenet-index-v2"
 DEVKIT = "ILSVRC2012_devkit_t12"
 META = f"{DEVKIT}/data/meta.mat"
 GROUND_TRUTH = f"{DEVKIT}/data/ILSVRC2012_validation_ground_truth.txt"
-NEEDS_DEVKIT = "the labels of a flat val folder come from the ILSVRC-2012 devkit (unpack ILSVRC2012_devkit_t12.tar.gz into the root)"
+SOLUTION = "LOC_val_solution.csv"  # Kaggle's val labels: ImageId,PredictionString (the wnid, then boxes)
+SOLUTION_PLACES = tuple("../" * up + SOLUTION for up in range(4))  # relative to root: root itself and up to three folders above
+NEEDS_LABELS = ("the labels of a flat val folder come from the ILSVRC-2012 devkit (unpack ILSVRC2012_devkit_t12.tar.gz into the "
+                f"root) or from Kaggle's {SOLUTION} (in the root or up to three folders above it)")
 VAL_FILE = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG")
 PREPARE = ("torchvision prepares this layout from the ILSVRC-2012 archives, which must be downloaded by hand from "
            "image-net.org into root (ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz): "
@@ -62,8 +67,6 @@ def read_meta(path: Path) -> dict[int, str]:
         import scipy.io
     except ImportError:
         raise DataError(f"reading {path} needs scipy (pip install scipy)") from None
-    if not path.is_file():
-        raise DataError(f"{path} is missing: {NEEDS_DEVKIT}")
     try:
         synsets = scipy.io.loadmat(path, squeeze_me=True).get("synsets")
     except Exception as exc:  # scipy raises several types for files that are not MATLAB files
@@ -80,7 +83,7 @@ def read_ground_truth(path: Path) -> list[int]:
     try:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
-        raise DataError(f"{path} is missing: {NEEDS_DEVKIT}") from None
+        raise DataError(f"{path} is missing: {NEEDS_LABELS}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     bad = next((k for k, line in enumerate(lines, 1) if not line.strip().isdigit()), None)
@@ -102,6 +105,29 @@ def val_wnid(name: str, truth: Sequence[int], wnid_of_id: dict[int, str]) -> tup
     return wnid_of_id[truth[k - 1]], None
 
 
+def read_solution(path: Path) -> dict[str, str]:
+    """ImageId -> wnid from Kaggle's LOC_val_solution.csv (`ImageId,PredictionString`, the wnid first in PredictionString)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if not rows or rows[0][:2] != ["ImageId", "PredictionString"]:
+        raise DataError(f"{path}: the first line is {','.join(rows[0]) if rows else ''!r}, not 'ImageId,PredictionString'")
+    bad = next((k for k, row in enumerate(rows[1:], 2) if len(row) < 2 or not row[1].split()), None)
+    if bad is not None:
+        raise DataError(f"{path}: line {bad} is {','.join(rows[bad - 1])!r}, not ImageId,<wnid> <boxes>")
+    return {row[0]: row[1].split()[0] for row in rows[1:]}
+
+
+def solution_wnid(name: str, wnid_of_image: dict[str, str]) -> tuple[str | None, str | None]:
+    """The wnid of flat val image <ImageId>.JPEG by Kaggle's solution file, or None and why."""
+    image_id = name.rsplit(".", 1)[0]
+    if image_id not in wnid_of_image:
+        return None, f"{SOLUTION} has no row for {image_id}"
+    return wnid_of_image[image_id], None
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageNet(FileSource):
     """ImageNet ILSVRC-2012 (root/train/<wnid>/*.JPEG, root/val): its val set is our test split; val_fraction carves val from train."""
@@ -118,11 +144,12 @@ class ImageNet(FileSource):
         missing = [str(self.path / split) for split in ("train", "val") if not (self.path / split).is_dir()]
         if missing:
             raise DataError(f"imagenet: no folder {' or '.join(missing)}; expected root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG "
-                            f"(or root/val/*.JPEG labelled by {DEVKIT} in root). {PREPARE}")
+                            f"(or root/val/*.JPEG labelled by {DEVKIT} in root or by Kaggle's {SOLUTION}). {PREPARE}")
 
     def build_index(self) -> DataIndex:
-        """The index of train and val, reloaded from the cache while no class folder and no devkit file has changed."""
-        stamps = folder_stamps(self.path, "train", 1) + folder_stamps(self.path, "val", 1) + file_stamps(self.path, [META, GROUND_TRUTH])
+        """The index of train and val, reloaded from the cache while no class folder and no label file has changed."""
+        stamps = folder_stamps(self.path, "train", 1) + folder_stamps(self.path, "val", 1)
+        stamps += file_stamps(self.path, [META, GROUND_TRUTH, *SOLUTION_PLACES])
         key = cache_key(INDEX_CACHE_VERSION, self.path, self.val_fraction, self.corrupt, stamps)
         return cached_index(self.name, key, self.index_folders)
 
@@ -151,15 +178,14 @@ class ImageNet(FileSource):
         return val
 
     def flat_val(self, val: Folder, classes: Sequence[str]) -> tuple[list[str], np.ndarray]:
-        """Paths and labels of val/ILSVRC2012_val_<k>.JPEG by the devkit; a DataError lists every file it cannot label."""
+        """Paths and labels of val/ILSVRC2012_val_<k>.JPEG by the devkit or Kaggle's solution file; a DataError lists every file it cannot label."""
         if not val.images:
             return [], np.zeros(0, dtype=np.int32)
-        wnid_of_id = read_meta(self.path / META)
-        truth = read_ground_truth(self.path / GROUND_TRUTH)
+        wnid_of, labels_file = self.val_labeller()
         label_of = {c: i for i, c in enumerate(classes)}
         labels, problems = [], []
         for name in val.images:
-            wnid, problem = val_wnid(name, truth, wnid_of_id)
+            wnid, problem = wnid_of(name)
             if wnid is not None and wnid not in label_of:
                 problem = f"its class {wnid} has no folder in train/"
             if problem:
@@ -167,8 +193,19 @@ class ImageNet(FileSource):
             else:
                 labels.append(label_of[wnid])
         if problems:
-            raise DataError(f"cannot label {len(problems)} images in {self.path / 'val'} from {GROUND_TRUTH}:\n{listing(problems)}")
+            raise DataError(f"cannot label {len(problems)} images in {self.path / 'val'} from {labels_file}:\n{listing(problems)}")
         return [f"val/{name}" for name in val.images], np.array(labels, dtype=np.int32)
+
+    def val_labeller(self) -> tuple[Callable[[str], tuple[str | None, str | None]], str]:
+        """The wnid (or why none) of a flat val image, by the devkit in root, else by the nearest LOC_val_solution.csv; and the file used."""
+        if (self.path / META).is_file():
+            wnid_of_id, truth = read_meta(self.path / META), read_ground_truth(self.path / GROUND_TRUTH)
+            return (lambda name: val_wnid(name, truth, wnid_of_id)), GROUND_TRUTH
+        solution = next(((self.path / p).resolve() for p in SOLUTION_PLACES if (self.path / p).is_file()), None)
+        if solution is None:
+            raise DataError(f"{self.path / META} is missing: {NEEDS_LABELS}")
+        wnid_of_image = read_solution(solution)
+        return (lambda name: solution_wnid(name, wnid_of_image)), str(solution)
 
     def build_tree(self) -> ClassTree:
         """WordNet's first-hypernym tree over the wnids (needs the transferlab_wordnet plugin and WordNet 3.0)."""

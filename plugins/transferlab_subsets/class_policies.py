@@ -39,7 +39,9 @@ class RandomClasses(Policy):
 
 @dataclasses.dataclass(frozen=True)
 class Exclude(Policy):
-    """Remove the named classes (ids or names) with all their images."""
+    """Remove classes with all their images. Each entry is a current class id (matched exactly first), else a current
+    class name (a name several classes share is an error listing their ids), or an int: a *source* label number (the
+    source's class c, wherever it was merged), not a current class index."""
 
     name = "exclude"
     classes: tuple[str | int, ...]

@@ -27,7 +27,7 @@ def keep_per_class(subset: Subset, seeds: Seeds, quota: np.ndarray) -> Subset:
     return subset.keep_samples(subset.samples[order[rank < quota[labels[order]]]])
 
 
-def check_available(subset: Subset, wanted: np.ndarray, what: str) -> None:
+def check_available(subset: Subset, wanted: np.ndarray, what: str, hint: str = "pass take='available' to keep what they have") -> None:
     """Error naming every class with fewer images than wanted."""
     counts = subset.class_counts()
     short = np.flatnonzero(counts < wanted)
@@ -35,7 +35,7 @@ def check_available(subset: Subset, wanted: np.ndarray, what: str) -> None:
         listed = ", ".join(f"{subset.class_names[c]} ({subset.classes[c]}) has {counts[c]}" for c in short[:10])
         more = f" and {len(short) - 10} more" if len(short) > 10 else ""
         raise PolicyError(f"{what} asks for {int(wanted.max())} images per class, but {len(short)} classes have fewer: {listed}{more}; "
-                          "pass take='available' to keep what they have")
+                          + hint)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,12 @@ from transferlab.errors import DataError
 from .hierarchy import all_ancestors, is_wnid, resolve
 from .wnid_classes import require_wnids
 
+
+def kept_source_wnids(subset: Subset, what: str) -> tuple[list[int], list[str]]:
+    """Source label numbers still mapped to a current class, and their wnids (a PolicyError if some are not wnids)."""
+    kept = [int(c) for c in range(len(subset.class_map)) if subset.class_map[c] >= 0]
+    return kept, require_wnids([subset.index.classes[c] for c in kept], what)
+
 # The 20 PASCAL VOC categories as WordNet synsets (the paper's "PASCAL-removed ImageNet" keeps 771 of 1000 classes).
 PASCAL_VOC = {
     "aeroplane": "n02691156", "bicycle": "n02834778", "bird": "n01503061", "boat": "n02858304", "bottle": "n02876657",
@@ -23,7 +29,9 @@ SYNSET_NAME = re.compile(r".+\.n\.\d+")
 
 @dataclasses.dataclass(frozen=True)
 class ExcludeUnder(Policy):
-    """Remove every class with any hypernym path (instance hypernyms included) through the given synsets or named set."""
+    """Remove every source class with any hypernym path (instance hypernyms included) through the given synsets or named
+    set, with its images. Decided per source class, so after a merge (wordnet_level, coarsen) a merged class keeps its
+    other members: `wordnet_level(...) | exclude_under(...)` trains on the same images as `exclude_under(...)`."""
 
     name = "exclude_under"
     synsets: str | tuple[str, ...]
@@ -45,15 +53,19 @@ class ExcludeUnder(Policy):
         except DataError as exc:
             raise PolicyError(f"{self.spec()}: {exc}") from None
 
+    def prepare(self) -> None:
+        self.wnids()  # a misspelt synset fails here, before the source's index is built
+
     def apply(self, subset: Subset, tree: ClassTree, seeds: Seeds) -> Subset:
         targets = self.wnids()
-        wnids = require_wnids(subset.classes, self.spec())
-        return subset.keep_classes([i for i, w in enumerate(wnids) if not all_ancestors(w) & targets])
+        kept, wnids = kept_source_wnids(subset, self.spec())
+        return subset.drop_source_classes([c for c, w in zip(kept, wnids) if all_ancestors(w) & targets])
 
 
 @dataclasses.dataclass(frozen=True)
 class ExcludeOverlap(Policy):
-    """Remove classes under a target source's classes, or above them, in WordNet (target: a source spec with wnids)."""
+    """Remove source classes under a target source's classes, or above them, in WordNet (target: a source spec with
+    wnids). Decided per source class: a merged class loses only its overlapping members."""
 
     name = "exclude_overlap"
     target: str
@@ -67,5 +79,5 @@ class ExcludeOverlap(Policy):
     def apply(self, subset: Subset, tree: ClassTree, seeds: Seeds) -> Subset:
         targets = set(require_wnids(source(self.target).index.classes, f"{self.spec()} (its target)"))
         above_targets = set().union(*map(all_ancestors, targets))
-        wnids = require_wnids(subset.classes, self.spec())
-        return subset.keep_classes([i for i, w in enumerate(wnids) if w not in above_targets and not all_ancestors(w) & targets])
+        kept, wnids = kept_source_wnids(subset, self.spec())
+        return subset.drop_source_classes([c for c, w in zip(kept, wnids) if w in above_targets or all_ancestors(w) & targets])
