@@ -125,9 +125,16 @@ def test_valid_and_validation_folders_are_the_val_split(tmp_path, val_folder):
     assert counts_by_name(index, "val") == {"cat": 2, "dog": 1} and counts_by_name(index, "test") == {"cat": 0, "dog": 3}
 
 
+def test_classes_named_like_splits_in_a_flat_folder_are_classes(tmp_path):
+    root = make_tree(tmp_path / "data", {"bus": 2, "car": 2, "train": 2, "test": 2})  # CIFAR-100 and VOC have a train class
+    index = ImageFolder(str(root), val_fraction=0.0).index
+    assert index.classes == ("bus", "car", "test", "train") and counts_by_name(index, "train") == dict.fromkeys(index.classes, 2)
+    assert ImageFolder(str(root), val_fraction=0.5).index.class_counts("val").tolist() == [1, 1, 1, 1]  # val is carved
+
+
 @pytest.mark.parametrize("counts, message", [
     ({"train/cat": 2, "val/cat": 1, "docs/cat": 1, "extra/x": 1}, "other folders beside them: docs, extra"),
-    ({"train/cat": 2, "cats/x": 1}, "other folders beside them: cats"),  # a train folder at the top is never a class
+    ({"train/cat": 2, "cats/x": 1}, "other folders beside them: cats"),  # a train folder of class folders is a split
     ({"train/cat": 2, "val/cat": 1, "valid/cat": 1}, "val and valid folders; keep one val folder"),
     ({"valid/cat": 1, "test/cat": 1}, "no train folder"),
 ])
@@ -181,11 +188,14 @@ def test_test_fraction_holds_out_nested_test_images_before_val_without_touching_
     root = make_tree(tmp_path / "data", {"a": 20, "b": 10, "c": 1})
     index = ImageFolder(str(root), val_fraction=0.1, test_fraction=0.2).index
     assert counts_by_name(index, "test") == {"a": 4, "b": 2, "c": 0}  # round(0.2·n) of each class; one image stays in train
-    assert counts_by_name(index, "val") == {"a": 2, "b": 1, "c": 0}  # round(0.1·n) of the class, after test
+    assert counts_by_name(index, "val") == {"a": 2, "b": 1, "c": 0}  # round(0.1·n) of the class
     assert counts_by_name(index, "train") == {"a": 14, "b": 7, "c": 1}
     paths = {split: {index.path(i) for i in index.split_samples(split)} for split in ("train", "val", "test")}
-    larger = ImageFolder(str(root), val_fraction=0.0, test_fraction=0.3).index
+    larger = ImageFolder(str(root), val_fraction=0.1, test_fraction=0.3).index
     assert paths["test"] < {larger.path(i) for i in larger.split_samples("test")}  # nested in the fraction
+    assert paths["val"] == {larger.path(i) for i in larger.split_samples("val")}  # and val stays where it was
+    no_test = ImageFolder(str(root), val_fraction=0.1).index
+    assert paths["val"] == {no_test.path(i) for i in no_test.split_samples("val")}
     plain = ImageFolder(str(root), val_fraction=0.1)
     assert plain.index.files.tolist() == index.files.tolist() and cache_path(plain, 8) == cache_path(ImageFolder(str(root), test_fraction=0.2), 8)
     split = make_tree(tmp_path / "split", {"train/a": 3, "test/a": 1})  # a test folder makes test_fraction moot

@@ -26,6 +26,8 @@ def test_a_16_bit_grayscale_ramp_decodes_to_an_8_bit_ramp(tmp_path):
 def test_32_bit_integer_and_float_images_are_scaled_to_8_bits(tmp_path):
     Image.fromarray(np.array([[0, 256, 65535, 100_000]], dtype=np.int32), mode="I").save(tmp_path / "int.tif")
     assert decode_image(tmp_path / "int.tif")[0, :, 0].tolist() == [0, 1, 255, 255]  # 16-bit range, clipped above
+    Image.fromarray(np.array([[0, 200, 255]], dtype=np.int32), mode="I").save(tmp_path / "int8.tif")
+    assert decode_image(tmp_path / "int8.tif")[0, :, 0].tolist() == [0, 200, 255]  # 8-bit values kept as they are
     Image.fromarray(np.array([[-0.5, 0.0, 0.5, 1.0, 2.0]], dtype=np.float32)).save(tmp_path / "float.tif")
     assert decode_image(tmp_path / "float.tif")[0, :, 0].tolist() == [0, 0, 128, 255, 255]  # 0..1, clipped
 

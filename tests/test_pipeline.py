@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from mlflow import MlflowClient
+from PIL import Image
 
 from tiny_specs import SOURCE, TARGET, TINY
 from transferlab import get_registry, image_cache, metric_names, pipeline, run_owners, select, source, tracking
@@ -287,6 +289,25 @@ def test_transfer_to_a_target_without_test_split_creates_no_child_run_until_one_
     assert set(results) == {f"transfer.knn.image_folder_flat_test_fraction0_25.{m}" for m in ("test_top1", "test_mean_class_acc", "val_top1")}
 
 
+def test_targets_moved_or_sharing_a_folder_name_keep_their_own_metrics(shared, tmp_path):
+    birds = flat_folder(tmp_path / "x" / "birds")
+    shutil.copytree(birds, tmp_path / "y" / "aves", copy_function=shutil.copy2)  # the same files, elsewhere, same mtimes
+    first = pipeline.transfer_run(shared, f"image_folder(root='{birds}', test_fraction=0.25)", "knn")
+    moved = pipeline.transfer_run(shared, f"image_folder(root='{tmp_path / 'y' / 'aves'}', test_fraction=0.25)", "knn")
+    assert {k.split(".")[2] for k in first} == {"image_folder_birds_test_fraction0_25"}
+    assert {k.split(".")[2] for k in moved} == {"image_folder_aves_test_fraction0_25"}  # its own name, not an empty result
+    assert list(first.values()) == list(moved.values())  # same data, same numbers
+
+    other = flat_folder(tmp_path / "z" / "birds")  # another dataset in a folder of the same name
+    Image.fromarray(np.full((8, 8, 3), 250, np.uint8)).save(other / "c0" / "0.png")
+    again = pipeline.transfer_run(shared, f"image_folder(root='{other}', test_fraction=0.25)", "knn")
+    label = {k.split(".")[2] for k in again}
+    assert len(label) == 1 and label.pop().startswith("image_folder_birds_test_fraction0_25_")  # a digest tells them apart
+    recorded = MlflowClient().get_run(shared).data.metrics
+    assert all(recorded[k] == v for k, v in (first | again).items())  # neither overwrote the other on the pretraining run
+    assert pipeline.transfer_run(shared, f"image_folder(root='{birds}', test_fraction=0.25)", "knn") == first  # reused as named
+
+
 @pytest.mark.parametrize("change, error", [
     ({"policy": "random_classes(k=1000)"}, "asks for 1000 classes"),
     pytest.param({"training": "train(epochs=1, batch_size=16, resolution=16, device='cuda')"}, "no CUDA device",
@@ -386,18 +407,25 @@ def dead_pid() -> int:
     return process.pid
 
 
-def test_after_kill_9_the_dead_main_run_ends_killed_and_the_resumed_run_moves_to_the_new_main_run(store, monkeypatch):
+@pytest.mark.parametrize("main_owner", ["gone", "unrecorded"])
+def test_after_kill_9_the_dead_main_run_ends_killed_and_the_resumed_run_moves_to_the_new_main_run(store, monkeypatch, main_owner):
     old_main, pretraining = interrupted_main_run(monkeypatch)
     c = MlflowClient()
     for run_id in (old_main, pretraining):  # what kill -9 leaves: RUNNING, no error record, an owner that is gone
         c.update_run(run_id, status="RUNNING")
         c.delete_tag(run_id, tracking.ERROR)
         tracking.set_tags(run_id, {run_owners.PID: str(dead_pid())})
+    if main_owner == "unrecorded":  # a caller's run (a notebook's, say) that transferlab never adopted: maybe still alive
+        for tag in (run_owners.HOST, run_owners.PID, run_owners.PID_STARTED, run_owners.HEARTBEAT):
+            c.delete_tag(old_main, tag)
 
     result = pipeline.main_run(**TINY, target=TARGET, tasks="knn", experiment="stop")
     assert result.pretrain_run == pretraining and result.main_run != old_main
     old, new, run = c.get_run(old_main), c.get_run(result.main_run), c.get_run(pretraining)
-    assert old.info.status == "KILLED" and old.data.tags[tracking.SUPERSEDED_BY] == result.main_run
+    if main_owner == "unrecorded":
+        assert old.info.status == "RUNNING" and tracking.SUPERSEDED_BY not in old.data.tags  # left alone
+    else:
+        assert old.info.status == "KILLED" and old.data.tags[tracking.SUPERSEDED_BY] == result.main_run
     assert new.info.status == run.info.status == "FINISHED"
     assert run.data.tags["mlflow.parentRunId"] == result.main_run and new.data.tags[tracking.PRETRAIN_RUN] == pretraining
     assert run.data.tags[tracking.RESUMED_AFTER].startswith("RUNNING: owner host")
@@ -446,6 +474,10 @@ def test_inside_an_active_fluent_run_that_run_is_the_parent(store):
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == outer.info.run_id
     assert run.info.experiment_id == experiment and MlflowClient().get_run(outer.info.run_id).data.tags[tracking.PRETRAIN_RUN] == run_id
+    with mlflow.start_run(experiment_id=experiment, run_name="my notebook main") as outer:
+        pipeline.main_run(**TINY, target=TARGET, tasks="knn")
+    adopted = MlflowClient().get_run(outer.info.run_id).data.tags
+    assert adopted[tracking.KIND] == "main" and adopted[run_owners.PID] == str(os.getpid())  # owned, so never judged dead while alive
 
 
 def test_a_failing_start_run_leaves_no_run_running(store, monkeypatch):

@@ -116,6 +116,19 @@ def test_linear_probe_agrees_with_sklearn_within_half_a_point(device):
         assert ours["l2"] == on_cpu["l2"] and all(abs(ours[k] - on_cpu[k]) <= 0.5 for k in ("val_top1", "test_top1", "test_mean_class_acc"))
 
 
+@pytest.mark.filterwarnings("ignore::transferlab_probes.linear.UnconvergedWarning")  # float32 may stop short: counted, checked below
+def test_linear_probe_in_float32_is_an_option_that_still_agrees_on_standardized_features():
+    splits = hard_problem()
+    grid = L2_GRID[::2]
+    tensors = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in splits]
+    double, single = linear_probe(*tensors, 10, grid), linear_probe(*tensors, 10, grid, dtype=torch.float32)
+    assert single["l2"] == double["l2"] and abs(single["test_top1"] - double["test_top1"]) <= 0.5
+    assert double["lbfgs_unconverged"] == 0 and single["lbfgs_unconverged"] >= 1  # float32 stalls at the strongest l2: reported
+    assert task("linear(dtype='float32')").dtype == "float32"
+    with pytest.raises(SpecError, match="dtype"):
+        task("linear(dtype='float16')")
+
+
 def raw_relu_problem(seed: int = 0, scale: float = 10.0):
     """Penultimate-like raw features: non-negative, per-feature scales spread log-normally (×`scale`), 10 classes."""
     x, y = make_classification(n_samples=2250, n_features=64, n_informative=24, n_redundant=8, n_classes=10,

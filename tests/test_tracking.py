@@ -290,6 +290,27 @@ def test_the_owner_and_heartbeat_are_recorded_and_refreshed(store, monkeypatch):
     monkeypatch.setenv(run_owners.STALE_ENV, "soon")
     with pytest.raises(TransferlabError, match="TRANSFERLAB_STALE_AFTER must be a number of seconds"):
         run_owners.stale_after()
+    runs = len(MlflowClient().search_runs([experiment]))
+    with pytest.raises(TransferlabError, match="TRANSFERLAB_STALE_AFTER"):  # found before any run is made
+        pipeline.main_run(**TINY, target=TARGET, tasks="knn", experiment="beat")
+    assert len(MlflowClient().search_runs([experiment])) == runs
+
+
+def test_no_heartbeat_lands_after_its_block_ends(monkeypatch):
+    monkeypatch.setattr(run_owners, "HEARTBEAT_EVERY_S", 0.5)
+    started, landed = threading.Event(), []
+
+    def slow_beat(run_id):  # a slow tracking server
+        started.set()
+        time.sleep(0.3)
+        landed.append(time.monotonic())
+
+    monkeypatch.setattr(run_owners, "heartbeat", slow_beat)
+    with run_owners.heartbeats("r"):
+        assert started.wait(10)  # the block ends while a beat is in flight
+    ended = time.monotonic()
+    time.sleep(0.7)  # long enough for another beat, were one to start
+    assert len(landed) == 1 and landed[0] <= ended
 
 
 def test_a_second_request_on_this_host_waits_for_the_lock_then_reuses_the_finished_run(store, no_training, capsys, monkeypatch):

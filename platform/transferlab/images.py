@@ -71,11 +71,20 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def to_8bit(image: Image.Image) -> Image.Image:
-    """An 8-bit L image: 16-bit (I;16*) and integer (I, clipped to 0..65535) values keep their top 8 bits; float (F) maps 0..1 to 0..255."""
+    """An 8-bit L image from a high bit depth: the top 8 of its `bits_per_sample` bits; float (F) maps 0..1 to 0..255."""
     values = np.asarray(image)
     if image.mode == "F":
         return Image.fromarray(np.round(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8))
-    return Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8))
+    bits = bits_per_sample(image, values)
+    return Image.fromarray((np.clip(values, 0, 2 ** bits - 1) >> (bits - 8)).astype(np.uint8))
+
+
+def bits_per_sample(image: Image.Image, values: np.ndarray) -> int:
+    """Bits per sample of an integer image: 16 for I;16 modes; for 32-bit I images (which usually hold 8- or 16-bit
+    data) 16 when any value exceeds 255, else 8; larger values are clipped."""
+    if image.mode.startswith("I;16") or (values.size and values.max() > 255):
+        return 16
+    return 8
 
 
 def fit(image: Image.Image, size: int) -> Image.Image:

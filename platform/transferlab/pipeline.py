@@ -51,6 +51,7 @@ SUMMARY_METRICS = ("pretrain.val_top1", "pretrain.train_loss", "pretrain.images_
 # Part of every run key instead of the package version: bump it whenever a change alters what training or a transfer
 # task computes (so old runs are not reused), and only then. 2: seeded weight init, decay groups, probe and loop fixes.
 RECIPE_VERSION = 2
+TARGET_LABEL, TARGET_FINGERPRINT = "transferlab.target_label", "transferlab.target_fingerprint"  # tags of transfer runs
 
 console = Console(stderr=True)
 
@@ -216,11 +217,11 @@ def measure(pretrain_run: str, spec: TransferSpec, *, wait: bool = True) -> dict
     experiment, params = run.info.experiment_id, run.data.params
     context = None
     results = {}
-    target = spec.target_label()
+    target = distinct_target_label(experiment, pretrain_run, spec)
     for task in spec.tasks:
         name = f"{component_label(task)} on {target}"
         prefix = f"transfer.{component_label(task)}.{target}."
-        key = cache_key("transfer", pretrain_run, spec.target.fingerprint, task.spec(), f"recipe{RECIPE_VERSION}")
+        key = cache_key("transfer", pretrain_run, spec.target.fingerprint, task.spec(), prefix, f"recipe{RECIPE_VERSION}")
         with tracking.key_lock(key, wait=wait):
             done, stopped = tracking.settled_run(experiment, key, "transfer run", wait=wait)
             if done is not None:
@@ -230,7 +231,8 @@ def measure(pretrain_run: str, spec: TransferSpec, *, wait: bool = True) -> dict
                 if stopped is not None:
                     tracking.resume(stopped, None)
                 run_id = stopped.info.run_id if stopped else tracking.create_run(
-                    experiment, name, {tracking.KIND: "transfer", tracking.KEY: key, tracking.PRETRAIN_RUN: pretrain_run}, parent=pretrain_run)
+                    experiment, name, {tracking.KIND: "transfer", tracking.KEY: key, tracking.PRETRAIN_RUN: pretrain_run,
+                                       TARGET_LABEL: target, TARGET_FINGERPRINT: spec.target.fingerprint}, parent=pretrain_run)
                 with tracking.active(run_id):
                     if stopped is None:
                         tracking.log_params(run_id, {"task": task.spec(), **task.flat_params("task"), "target": spec.target.spec(),
@@ -245,6 +247,17 @@ def measure(pretrain_run: str, spec: TransferSpec, *, wait: bool = True) -> dict
         tracking.log_metrics(pretrain_run, metrics)
         results |= metrics
     return results
+
+
+def distinct_target_label(experiment: str, pretrain_run: str, spec: TransferSpec) -> str:
+    """The target's metric label, with a digest of its fingerprint appended when another target of the same label (other
+    data in a folder of the same name, say) was already measured on this pretraining run, so neither overwrites the other."""
+    label = spec.target_label()
+    measured = tracking.client().search_runs(
+        [experiment], f"tags.`{tracking.PRETRAIN_RUN}` = '{pretrain_run}' and tags.`{TARGET_LABEL}` = '{label}'")
+    if any(r.data.tags.get(TARGET_FINGERPRINT) != spec.target.fingerprint for r in measured):
+        return f"{label}_{spec.target.fingerprint[:8]}"
+    return label
 
 
 @contextlib.contextmanager
@@ -336,7 +349,7 @@ def main_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["policy"],
                                      "target": target, "tasks": tasks})  # as `mlflow run` logs the MLproject parameters
         ending = tracking.recorded(parent)
     else:
-        tracking.set_tags(parent, {tracking.KIND: "main"})
+        tracking.set_tags(parent, {tracking.KIND: "main"} | run_owners.owner_tags())  # this process answers for it now
         ending = asked_by(parent)
     with ending:
         pretrain_id = train(spec, experiment_id, parent, manifest, wait=wait)

@@ -85,18 +85,21 @@ def heartbeat(run_id: str) -> None:
 
 @contextlib.contextmanager
 def heartbeats(run_id: str) -> Iterator[None]:
-    """Refresh the run's heartbeat in the background while the block runs."""
-    stop = threading.Event()
+    """Refresh the run's heartbeat in the background while the block runs; none lands after the block ends."""
+    stop, beating = threading.Event(), threading.Lock()
     every = max(0.5, min(HEARTBEAT_EVERY_S, stale_after() / 4))
 
     def beat():
         while not stop.wait(every):
-            heartbeat(run_id)
+            with beating:
+                if not stop.is_set():
+                    heartbeat(run_id)
 
     thread = threading.Thread(target=beat, name=f"transferlab-heartbeat-{run_id[:8]}", daemon=True)
     thread.start()
     try:
         yield
     finally:
-        stop.set()
-        thread.join(timeout=5)
+        with beating:  # waits for a beat in flight, then no other starts
+            stop.set()
+        thread.join()

@@ -62,7 +62,9 @@ def project_run_id() -> str | None:
 
 
 def check_store() -> None:
-    """Fail fast, in one line naming the URI, when the tracking store cannot be reached (one request, short timeout)."""
+    """Fail fast, in one line, when the tracking store cannot be reached (one request, short timeout; names the URI) or
+    TRANSFERLAB_STALE_AFTER is malformed: before any run exists."""
+    stale_after()
     uri = mlflow.get_tracking_uri()
     remote = uri.startswith(("http://", "https://"))
     quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(STORE_CHECK_TIMEOUT_S)} if remote else {}
@@ -186,20 +188,16 @@ def resume(run: Run, parent: str | None) -> None:
 
 
 def end_dead_main(run_id: str, successor: str | None) -> None:
-    """End a main run left RUNNING by a process that is gone as KILLED, pointing to the main run that took over."""
+    """End a main run left RUNNING by a process that is gone as KILLED, pointing to the main run that took over; a run
+    without an owner record (one transferlab never adopted) is left alone, as nothing tells whether it is alive."""
     if not run_id or run_id == successor:
         return
     with contextlib.suppress(mlflow.MlflowException):
         main = client().get_run(run_id)
-        if main.data.tags.get(KIND) == "main" and main.info.status == "RUNNING" and live_owner_if_recorded(main) is None:
+        if main.data.tags.get(KIND) == "main" and main.info.status == "RUNNING" and HOST in main.data.tags and live_owner(main) is None:
             if successor:
                 set_tags(run_id, {SUPERSEDED_BY: successor})
             client().set_terminated(run_id, "KILLED")
-
-
-def live_owner_if_recorded(run: Run) -> str | None:
-    """`live_owner` for runs that record their owner; None for others (e.g. the run of an `mlflow run` whose child died)."""
-    return live_owner(run) if HOST in run.data.tags else None
 
 
 def clear_error(run: Run) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import warnings
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from .scores import mean_class_accuracy, top1
 L2_GRID = tuple(float(f"{v:.3g}") for v in np.logspace(-6, 5, 23))
 HISTORY = 10  # L-BFGS correction pairs, as scipy (and so scikit-learn) keeps
 TOLERANCE = 1e-4  # L-BFGS stops when every gradient entry is this small: scikit-learn's default `tol`, on the same objective
-FTOL = 64 * float(np.finfo(np.float64).eps)  # ... or when a step changes the float64 objective (about 1..7) by less: scikit-learn's ftol
+FTOL_EPS = 64  # ... or when a step changes the objective (about 1..7) by less than this many float epsilons: scikit-learn's ftol
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Linear(Task):
     l2_grid: tuple[float, ...] = L2_GRID
     max_iter: int = 1000
     standardize: bool = True
+    dtype: Literal["float64", "float32"] = "float64"  # float32: faster on GPUs with slow float64, may stop short (lbfgs_unconverged)
 
     def validate(self) -> None:
         """The grid needs positive strengths; L-BFGS at least one iteration."""
@@ -50,21 +51,22 @@ class Linear(Task):
     def run(self, ctx: TransferContext) -> dict[str, float]:
         """test_top1, test_mean_class_acc, val_top1 (at the chosen strength), l2 (the chosen strength), lbfgs_unconverged."""
         splits = [to_device(*ctx.features(split), ctx.device) for split in ("train", "val", "test")]
-        return linear_probe(*splits, ctx.num_classes, self.l2_grid, self.max_iter, self.standardize)
+        return linear_probe(*splits, ctx.num_classes, self.l2_grid, self.max_iter, self.standardize, getattr(torch, self.dtype))
 
 
-def linear_probe(train, val, test, num_classes: int, l2_grid, max_iter: int = 1000, standardize: bool = True) -> dict[str, float]:
+def linear_probe(train, val, test, num_classes: int, l2_grid, max_iter: int = 1000, standardize: bool = True,
+                 dtype: torch.dtype = torch.float64) -> dict[str, float]:
     """Kornblith protocol on (features, labels) tensor pairs: pick l2 on val along the path, refit on train+val, score test once.
 
-    Features are fitted in float64. `lbfgs_unconverged` counts the fits (the grid's and the refit) that stopped before
+    Features are fitted in `dtype` (float64 by default). `lbfgs_unconverged` counts the fits (the grid's and the refit) that stopped before
     every gradient entry fell below TOLERANCE, usually because `max_iter` ran out; each such fit also raises a warning."""
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = train, val, test
-    x_train, x_val, x_test = (x.to(torch.float64) for x in (x_train, x_val, x_test))
+    x_train, x_val, x_test = (x.to(dtype) for x in (x_train, x_val, x_test))
     scale = Standardizer(x_train, standardize)
     x_fit, x_held = scale(x_train), scale(x_val)
     best, weights, unconverged = None, None, 0
     for l2 in sorted(l2_grid, reverse=True):  # strongest first: each solution warm-starts the next, weaker one
-        weights, converged = fit_logistic(x_fit, y_train, num_classes, l2, init=weights, max_iter=max_iter)
+        weights, converged = fit_logistic(x_fit, y_train, num_classes, l2, init=weights, max_iter=max_iter, dtype=dtype)
         unconverged += not converged
         accuracy = top1(predict(x_held, weights), y_val)
         if best is None or accuracy > best[1]:  # ties keep the stronger regularisation
@@ -72,7 +74,7 @@ def linear_probe(train, val, test, num_classes: int, l2_grid, max_iter: int = 10
     l2, val_top1, weights = best
     x_all, y_all = torch.cat([x_train, x_val]), torch.cat([y_train, y_val])
     scale = Standardizer(x_all, standardize)
-    weights, converged = fit_logistic(scale(x_all), y_all, num_classes, l2, init=weights, max_iter=max_iter)
+    weights, converged = fit_logistic(scale(x_all), y_all, num_classes, l2, init=weights, max_iter=max_iter, dtype=dtype)
     predicted = predict(scale(x_test), weights)
     return {"test_top1": top1(predicted, y_test), "test_mean_class_acc": mean_class_accuracy(predicted, y_test),
             "val_top1": val_top1, "l2": l2, "lbfgs_unconverged": float(unconverged + (not converged))}
@@ -86,27 +88,27 @@ class Fit(NamedTuple):
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, *,
-                 init: tuple[torch.Tensor, torch.Tensor] | None = None, max_iter: int = 1000) -> Fit:
-    """(W [K, D], b [K]) in float64 minimising mean cross-entropy + l2/2·‖W‖² by full-batch L-BFGS (strong Wolfe) on x's device.
+                 init: tuple[torch.Tensor, torch.Tensor] | None = None, max_iter: int = 1000, dtype: torch.dtype = torch.float64) -> Fit:
+    """(W [K, D], b [K]) in `dtype` minimising mean cross-entropy + l2/2·‖W‖² by full-batch L-BFGS (strong Wolfe) on x's device.
 
-    Objective and gradient are computed in float64 (x is cast once). L-BFGS runs on diagonally preconditioned variables
+    Objective and gradient are computed in `dtype` (x is cast once; float64 matches scikit-learn's precision). L-BFGS runs on diagonally preconditioned variables
     (each column of W and the bias scaled by the square root of a bound on its curvature), so a strong l2 or features of
     very different scales do not stall it. It stops when every entry of the gradient of W and b is at most TOLERANCE
-    (scikit-learn's `tol`, scipy's `pgtol`; checked on the scaled gradient with the strictest scale), when float64 can
-    resolve no further progress (FTOL), or after `max_iter` iterations; ending above TOLERANCE warns. A cold start begins
+    (scikit-learn's `tol`, scipy's `pgtol`; checked on the scaled gradient with the strictest scale), when the dtype can
+    resolve no further progress (FTOL_EPS), or after `max_iter` iterations; ending above TOLERANCE warns. A cold start begins
     at W = 0 with the bias that is optimal there (log class frequencies)."""
-    x = x.to(torch.float64)
+    x = x.to(dtype)
     n, d = x.shape
     if init is None:  # absent classes: as if half a sample
         w, b = x.new_zeros(num_classes, d), torch.bincount(y, minlength=num_classes).to(x).clamp_min(0.5).div(n).log()
     else:
-        w, b = init[0].to(torch.float64), init[1].to(torch.float64)
+        w, b = init[0].to(x.dtype), init[1].to(x.dtype)
     onehot = torch.nn.functional.one_hot(y, num_classes).to(x.dtype)
     # softmax curvature is at most 1/4 per logit: W[:, j] has at most l2 + mean(x_j²)/4, the bias 1/4
     scale_w, scale_b = (l2 + x.square().mean(dim=0) / 4).sqrt(), 0.5
     u, v = w * scale_w, b * scale_b  # the variables L-BFGS sees: W = u / scale_w, b = v / scale_b
     optimizer = torch.optim.LBFGS([u, v], lr=1, max_iter=max_iter, max_eval=2 * max_iter, history_size=HISTORY,
-                                  tolerance_grad=TOLERANCE / max(scale_w.max().item(), scale_b), tolerance_change=FTOL,
+                                  tolerance_grad=TOLERANCE / max(scale_w.max().item(), scale_b), tolerance_change=FTOL_EPS * torch.finfo(x.dtype).eps,
                                   line_search_fn="strong_wolfe")
 
     def loss_and_gradient() -> torch.Tensor:

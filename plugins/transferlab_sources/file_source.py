@@ -104,19 +104,20 @@ def arrays_digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def carve(splits: np.ndarray, labels: np.ndarray, keys: np.ndarray, fractions: dict[str, float]) -> np.ndarray:
-    """Split codes with, per class, the train samples of lowest keys moved to each split of `fractions` in turn (each a
-    fraction of the class's train samples, rounded; at least one stays in train). Nested: a larger fraction moves a superset."""
+def carve(splits: np.ndarray, labels: np.ndarray, keys: np.ndarray, val: float = 0.0, test: float = 0.0) -> np.ndarray:
+    """Split codes with, per class, round(test·n) of its n train samples moved to test (lowest keys first) and round(val·n)
+    to val (highest keys first), at least one staying in train: each is nested in its fraction and unmoved by the other's."""
     train = np.flatnonzero(splits == split_code("train"))
     train_labels = labels[train]
     counts = np.bincount(train_labels)
+    movable = np.maximum(counts - 1, 0)
+    n_test = np.minimum(np.floor(counts * test + 0.5), movable)
+    n_val = np.minimum(np.floor(counts * val + 0.5), movable - n_test)
     order, ranks = ranks_within_class(train_labels, keys[train])
-    ranked_labels = train_labels[order]
-    out, start = splits.copy(), np.zeros(len(counts))
-    for split, fraction in fractions.items():
-        end = np.minimum(start + np.floor(counts * fraction + 0.5), np.maximum(counts - 1, 0))
-        out[train[order[(ranks >= start[ranked_labels]) & (ranks < end[ranked_labels])]]] = split_code(split)
-        start = end
+    ranked = train_labels[order]
+    out = splits.copy()
+    out[train[order[ranks < n_test[ranked]]]] = split_code("test")
+    out[train[order[ranks >= counts[ranked] - n_val[ranked]]]] = split_code("val")
     return out
 
 
@@ -133,5 +134,5 @@ def row_splits(labels: np.ndarray, n_train: int, val_fraction: float) -> np.ndar
     splits = np.full(len(labels), split_code("test"), dtype=np.uint8)
     splits[:n_train] = split_code("train")
     if val_fraction > 0:
-        splits = carve(splits, labels, text_keys(map(str, range(len(labels)))), {"val": val_fraction})
+        splits = carve(splits, labels, text_keys(map(str, range(len(labels)))), val=val_fraction)
     return splits

@@ -113,9 +113,10 @@ def class_folders(folders: dict[str, Folder], base: str, root: Path) -> dict[str
     return classes
 
 
-def split_folders(top: Sequence[str], root: Path) -> dict[str, str]:
-    """Split of each top-level folder when any is named as a split (train, val or valid or validation, test); {} when none is."""
-    splits = {name: SPLIT_OF_FOLDER[name] for name in top if name in SPLIT_OF_FOLDER}
+def split_folders(top: Sequence[str], root: Path, holds_folders: Callable[[str], bool]) -> dict[str, str]:
+    """Split of each top-level folder when any is a split folder: named as a split (train, val or valid or validation,
+    test) and holding class folders; {} when none is (a folder of images named `train` is a class, as in CIFAR-100)."""
+    splits = {name: SPLIT_OF_FOLDER[name] for name in top if name in SPLIT_OF_FOLDER and holds_folders(name)}
     if not splits:
         return {}
     others = [name for name in top if name not in splits]
@@ -133,7 +134,7 @@ def split_folders(top: Sequence[str], root: Path) -> dict[str, str]:
 def split_layout(folders: dict[str, Folder], root: Path) -> dict[str, dict[str, str]]:
     """Class folders per split: root's folders are split folders (see `split_folders`) or are all training classes."""
     top = folders[""].subfolders
-    splits = split_folders(top, root)
+    splits = split_folders(top, root, lambda name: bool(folders[name].subfolders))
     if not splits:
         return {"train": class_folders(folders, "", root)}
     if folders[""].images:
@@ -198,7 +199,7 @@ def index_files(root: Path, paths: Sequence[str], labels: np.ndarray, splits: np
     labels, splits = labels[keep], splits[keep]
     if val_fraction > 0 or test_fraction > 0:
         keys = text_keys(f"{classes[label]}/{n}" for label, n in zip(labels.tolist(), names))
-        splits = carve(splits, labels, keys, {"test": test_fraction, "val": val_fraction})
+        splits = carve(splits, labels, keys, val=val_fraction, test=test_fraction)
     files = np.array([os.fsencode(n) for n in names], dtype=np.bytes_)
     return DataIndex(labels=labels, splits=splits, classes=tuple(classes), class_names=tuple(class_names), files=files,
                      folder_ids=folder_ids, folders=folders, skipped=tuple(sorted(bad)), content=stamps_digest(stamps[keep]))
@@ -259,8 +260,9 @@ class ImageFolder(FileSource):
         """The fractions of train carved as test and val in effect: 0 for a split that root has a folder of (test; val,
         valid or validation), which gives that split itself."""
         try:
-            with os.scandir(self.path) as entries:
-                present = {SPLIT_OF_FOLDER.get(e.name) for e in entries if e.is_dir() and not e.name.startswith(".")}
+            top = sorted(e.name for e in os.scandir(self.path) if e.is_dir() and not e.name.startswith("."))
+            present = set(split_folders(top, self.path, lambda name: any(
+                e.is_dir() and not e.name.startswith(".") for e in os.scandir(self.path / name))).values())
         except OSError as exc:
             raise DataError(f"cannot read folder {self.path}: {exc.strerror or exc}") from None
         return {"test": 0.0 if "test" in present else self.test_fraction, "val": 0.0 if "val" in present else self.val_fraction}
