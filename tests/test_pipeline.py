@@ -19,7 +19,7 @@ from PIL import Image
 from tiny_specs import SOURCE, TARGET, TINY
 from transferlab import get_registry, image_cache, metric_names, pipeline, run_owners, select, source, tracking
 from transferlab.cli import cli
-from transferlab.errors import CheckpointError, DataError
+from transferlab.errors import CheckpointError, DataError, SpecError
 from transferlab.tasks import TransferContext
 
 pytest_plugins = ["mlflow_store"]  # fixtures: empty_store, store
@@ -489,3 +489,13 @@ def test_a_failing_start_run_leaves_no_run_running(store, monkeypatch):
         pipeline.pretrain_run(**TINY, experiment="hiccup")
     [run] = all_runs()
     assert run.info.status == "FAILED" and "hiccuped" in run.data.tags[tracking.ERROR]
+
+
+@pytest.mark.parametrize("seed, expected", [(1, 1), (1.0, 1), ("2", 2), (1.5, None), (-1, None), (True, None), ("one", None)])
+def test_a_seed_is_a_whole_number_however_it_is_written(seed, expected):
+    args = (SOURCE, "all", TINY["backbone"], TINY["training"])
+    if expected is None:
+        with pytest.raises(SpecError, match="seed must be a whole number >= 0"):
+            pipeline.PretrainSpec.parse(*args, seed)
+    else:
+        assert pipeline.PretrainSpec.parse(*args, seed).seed == expected

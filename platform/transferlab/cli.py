@@ -17,9 +17,10 @@ from . import source as parse_source
 from .cache import CACHE_ENV, CLEARABLE, KEPT, cache_root, clear, usage
 from .components import signature
 from .defaults import DEFAULTS
-from .errors import TransferlabError
+from .errors import SpecError, TransferlabError
 from .plugins import get_registry
 from .policies import make_manifest
+from .subset import seed_value
 
 console = Console()
 
@@ -41,15 +42,10 @@ class Seed(click.ParamType):
     name = "integer"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
         try:
-            number = float(str(value).strip())
-        except ValueError:
-            number = float("nan")
-        if not (number.is_integer() and number >= 0):
+            return seed_value(value)
+        except SpecError:
             self.fail(f"{value!r} is not a whole number >= 0 (a seed such as 0, 1 or 1.0)", param, ctx)
-        return int(number)
 
 
 SEED = Seed()

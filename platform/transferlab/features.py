@@ -16,18 +16,13 @@ FEATURES_VERSION = 1  # bump when extraction changes, so old caches are not reus
 
 def extract_features(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, samples: np.ndarray,
                      device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """Penultimate features float32 [n, D] of `images[samples]` (uint8 [N, R, R, 3]), in order; bf16 autocast on CUDA.
-
-    D is the width `backbone.features` returns (the array is sized from the first batch), which `feature_dim` should equal."""
-    out = np.empty((len(samples), backbone.feature_dim(model)), np.float32) if not len(samples) else None
+    """Penultimate features float32 [n, D] of `images[samples]` (uint8 [N, R, R, 3]), in order; bf16 autocast on CUDA."""
+    out = np.empty((len(samples), backbone.feature_dim(model)), np.float32)
     stream = batches(images, samples, np.zeros(len(samples)), batch_size, device, shuffle=False, seed=0, epoch=0, resident=False)
     start = 0
     with torch.inference_mode(), autocast(device):
         for x, _ in stream:
-            features = backbone.features(model, normalize(x)).float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(samples), features.shape[1]), np.float32)
-            out[start:start + len(x)] = features
+            out[start:start + len(x)] = backbone.features(model, normalize(x)).float().cpu().numpy()
             start += len(x)
     return out
 

@@ -47,7 +47,7 @@ def image_cache(source: Source, resolution: int, rows: np.ndarray | None = None,
         return images
     with build_lock(path):
         remove_stale_temporaries(path)
-        fill_missing(source, resolution, path, shape, wanted, workers or default_workers())
+        fill_missing(source, resolution, path, shape, wanted, workers or usable_cpus())
         images = read_images(path, shape)
     if images is None:
         raise DataError(f"the image cache {path} of {source.spec()} at {resolution} px could not be read back after filling it")
@@ -216,8 +216,3 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
     with Progress(*columns, console=Console(stderr=True), transient=True, disable=total < SHOW_PROGRESS_FROM) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
-
-
-def default_workers() -> int:
-    """Decoding threads: one per CPU this process may use."""
-    return usable_cpus()

@@ -41,6 +41,7 @@ from .policies import Policy, chain_spec, make_manifest
 from .registry import build
 from .sources import Source
 from .specs import parse_one
+from .subset import seed_value
 from .tasks import Task, TransferContext
 from .training import pretrain
 from .training_spec import Training
@@ -77,11 +78,8 @@ class PretrainSpec:
     @classmethod
     def parse(cls, source: str, policy: str, backbone: str, training: str, seed: int) -> "PretrainSpec":
         """Parse every spec string; any mistake raises SpecError here."""
-        if isinstance(seed, float) and seed.is_integer():
-            seed = int(seed)  # as MLflow Projects pass a float parameter
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise SpecError(f"seed must be an integer >= 0, got {seed!r}")
-        return cls(parse_source(source), tuple(parse_policies(policy)), get_registry().parse("backbone", backbone), parse_training(training), seed)
+        return cls(parse_source(source), tuple(parse_policies(policy)), get_registry().parse("backbone", backbone), parse_training(training),
+                   seed_value(seed))
 
     def params(self, manifest: Manifest) -> dict[str, str]:
         """Every field of every component under stable flat names, the specs themselves, and the manifest's size and digest."""
@@ -149,10 +147,9 @@ def checkpoint_path(run_id: str) -> Path:
     return cache_dir("checkpoints") / f"{run_id}.pt"
 
 
-def train(spec: PretrainSpec, experiment: str, parent: str | None = None, manifest: Manifest | None = None, *, wait: bool = True) -> str:
+def train(spec: PretrainSpec, manifest: Manifest, experiment: str, parent: str | None = None, *, wait: bool = True) -> str:
     """Id of the finished pretraining run for `spec`: reused, resumed, or trained now; a run another live process is
     training (this host's key lock, or its owner's heartbeat) is waited for, or with `wait=False` refused."""
-    manifest = spec.prepare() if manifest is None else manifest
     key = spec.key(manifest)
     with tracking.key_lock(key, wait=wait):
         done, stopped = tracking.settled_run(experiment, key, "pretraining run", wait=wait)
@@ -301,7 +298,7 @@ def pretrain_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["polic
     parent = tracking.project_run_id()
     with asked_by(parent):
         manifest = spec.prepare()
-        run_id = train(spec, experiment_of(parent, experiment), parent, manifest, wait=wait)
+        run_id = train(spec, manifest, experiment_of(parent, experiment), parent, wait=wait)
         if parent:
             link(parent, run_id, pretrain_metrics(run_id))
     return run_id
@@ -352,7 +349,7 @@ def main_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["policy"],
         tracking.set_tags(parent, {tracking.KIND: "main"} | run_owners.owner_tags())  # this process answers for it now
         ending = asked_by(parent)
     with ending:
-        pretrain_id = train(spec, experiment_id, parent, manifest, wait=wait)
+        pretrain_id = train(spec, manifest, experiment_id, parent, wait=wait)
         metrics = pretrain_metrics(pretrain_id) | measure(pretrain_id, transfer, wait=wait)
         link(parent, pretrain_id, metrics)
     return MainResult(parent, pretrain_id, metrics)

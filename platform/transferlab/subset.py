@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .data_index import DataIndex
-from .errors import PolicyError
+from .errors import PolicyError, SpecError
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -115,6 +115,20 @@ class Subset:
         if unknown:
             raise PolicyError(f"no current class named {', '.join(map(repr, unknown[:10]))}; classes include {', '.join(self.classes[:10])}" + (" ..." if self.num_classes > 10 else ""))
         return found
+
+
+def seed_value(value: object) -> int:
+    """A seed as an int: an integer >= 0, or a whole number written otherwise (1.0 or '1', as MLflow Projects pass them)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        try:
+            number = float(str(value).strip()) if not isinstance(value, bool) else float("nan")
+        except ValueError:
+            number = float("nan")
+    if not (number.is_integer() and number >= 0):
+        raise SpecError(f"seed must be a whole number >= 0 (such as 0, 1 or 1.0), got {value!r}")
+    return int(number)
 
 
 class Seeds:

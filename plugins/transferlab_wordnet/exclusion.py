@@ -3,18 +3,14 @@
 import dataclasses
 import re
 
+import numpy as np
+
 from transferlab import Policy, PolicyError, Seeds, SpecError, Subset, get_registry, source
 from transferlab.class_tree import ClassTree
 from transferlab.errors import DataError
 
 from .hierarchy import all_ancestors, is_wnid, resolve
 from .wnid_classes import require_wnids
-
-
-def kept_source_wnids(subset: Subset, what: str) -> tuple[list[int], list[str]]:
-    """Source label numbers still mapped to a current class, and their wnids (a PolicyError if some are not wnids)."""
-    kept = [int(c) for c in range(len(subset.class_map)) if subset.class_map[c] >= 0]
-    return kept, require_wnids([subset.index.classes[c] for c in kept], what)
 
 # The 20 PASCAL VOC categories as WordNet synsets (the paper's "PASCAL-removed ImageNet" keeps 771 of 1000 classes).
 PASCAL_VOC = {
@@ -25,6 +21,12 @@ PASCAL_VOC = {
 }
 NAMED_SETS = {"pascal_voc": tuple(PASCAL_VOC.values())}
 SYNSET_NAME = re.compile(r".+\.n\.\d+")
+
+
+def kept_source_wnids(subset: Subset, what: str) -> tuple[list[int], list[str]]:
+    """Source label numbers still mapped to a current class, and their wnids (a PolicyError if some are not wnids)."""
+    kept = np.flatnonzero(subset.class_map >= 0).tolist()
+    return kept, require_wnids([subset.index.classes[c] for c in kept], what)
 
 
 @dataclasses.dataclass(frozen=True)
