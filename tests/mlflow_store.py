@@ -1,9 +1,11 @@
-"""Fixtures for tests that write MLflow records (load with `pytest_plugins`): a private sqlite store per test."""
+"""Fixtures for tests that write MLflow records (load with `pytest_plugins`): a private sqlite store per test, a tracking server."""
 
 import shutil
 
 import pytest
 from mlflow import MlflowClient
+
+from servers import free_port, start_server, stop_server
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +27,15 @@ def store(empty_store, tmp_path, monkeypatch) -> str:
     for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(name, raising=False)
     return uri
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """An `mlflow server` on loopback with its own sqlite store and proxied artifacts, as MLFLOW_TRACKING_URI; yields its folder."""
+    port = free_port()
+    process = start_server(tmp_path, port)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    try:
+        yield tmp_path
+    finally:
+        stop_server(process)

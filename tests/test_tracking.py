@@ -8,8 +8,6 @@ import sys
 import threading
 import time
 import types
-import urllib.request
-from pathlib import Path
 
 import psutil
 import pytest
@@ -19,7 +17,7 @@ from tiny_specs import SOURCE, TARGET, TINY
 from transferlab import TransferlabError, pipeline, run_owners, tracking
 from transferlab.cache import cache_dir
 
-pytest_plugins = ["mlflow_store"]  # fixtures: empty_store, store
+pytest_plugins = ["mlflow_store"]  # fixtures: empty_store, store, server
 TARGET_LABEL = "synthetic_heldout_branching_2_2_2_test5_train20_val5"  # TARGET's non-default parameters name it
 KNN_TOP1, LINEAR_TOP1 = (f"transfer.{task}.{TARGET_LABEL}.test_top1" for task in ("knn", "linear"))
 
@@ -134,45 +132,6 @@ def test_kill_9_mid_run_then_rerun_continues_the_same_run_to_the_end(store):
     assert sorted(m.value for m in history) == list(map(float, range(1, epochs + 1)))  # every epoch once: no gap, no duplicate
     assert sorted(m.step for m in MlflowClient().get_metric_history(run.info.run_id, "pretrain.val_top1")) == sorted(m.step for m in history)
     assert not list(checkpoints.glob("*.pt"))  # removed once the model is logged
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    """An `mlflow server` on loopback with its own sqlite store and proxied artifacts, as MLFLOW_TRACKING_URI."""
-    port = free_port()
-    log = open(tmp_path / "server.log", "w")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not answer /health within 90 s"
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        yield tmp_path
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        log.close()
 
 
 def test_pretrain_and_transfer_against_a_tracking_server(store, server):

@@ -51,7 +51,9 @@ REQUIREMENTS = [f"{m.__name__}=={m.__version__.split('+')[0]}" for m in (torch, 
 SUMMARY_METRICS = ("pretrain.val_top1", "pretrain.train_loss", "pretrain.images_per_s")  # copied onto the asking run
 # Part of every run key instead of the package version: bump it whenever a change alters what training or a transfer
 # task computes (so old runs are not reused), and only then. 2: seeded weight init, decay groups, probe and loop fixes.
-RECIPE_VERSION = 2
+# 3: weights logged as safetensors, the only form transferlab loads (recipe-2 runs hold just a pickled MLflow model).
+RECIPE_VERSION = 3
+MAX_CLASSES = 1_000_000  # a run's recorded class count is untrusted input: ImageNet-21k has 21,841
 TARGET_LABEL, TARGET_FINGERPRINT = "transferlab.target_label", "transferlab.target_fingerprint"  # tags of transfer runs
 
 console = Console(stderr=True)
@@ -149,41 +151,61 @@ def checkpoint_path(run_id: str) -> Path:
 
 def train(spec: PretrainSpec, manifest: Manifest, experiment: str, parent: str | None = None, *, wait: bool = True) -> str:
     """Id of the finished pretraining run for `spec`: reused, resumed, or trained now; a run another live process is
-    training (this host's key lock, or its owner's heartbeat) is waited for, or with `wait=False` refused."""
+    training (this host's key lock, or its owner's heartbeat) is waited for, or with `wait=False` refused. A worker on
+    another host that claimed the key first wins: this one's new run yields to it (see `tracking.earlier_claimant`)."""
     key = spec.key(manifest)
     with tracking.key_lock(key, wait=wait):
-        done, stopped = tracking.settled_run(experiment, key, "pretraining run", wait=wait)
-        if done is not None:
-            console.print(f"[green]reusing finished pretraining run[/] {done.info.run_id} (same key {key})")
-            return done.info.run_id
-        if stopped is not None and not checkpoint_path(stopped.info.run_id).exists():
-            run_id = tracking.create_run(experiment, spec.run_name(), {tracking.KIND: "pretrain", tracking.KEY: key}, parent)
-            reason = f"no checkpoint of it on this machine ({checkpoint_path(stopped.info.run_id)})"
-            tracking.supersede(stopped, run_id, reason)
-            tracking.end_dead_main(stopped.data.tags.get("mlflow.parentRunId", ""), parent)
-            console.print(f"[yellow]pretraining run {stopped.info.run_id} stopped[/] ({tracking.why_stopped(stopped)}) and has {reason}: "
-                          f"training afresh in new run {run_id}; the old run ends KILLED (transferlab.superseded_by)")
-            stopped = None
-        elif stopped is not None:
-            run_id = stopped.info.run_id
-            tracking.resume(stopped, parent)
-            console.print(f"[yellow]resuming pretraining run[/] {run_id} from its last checkpoint ({tracking.why_stopped(stopped)})")
-        else:
-            run_id = tracking.create_run(experiment, spec.run_name(), {tracking.KIND: "pretrain", tracking.KEY: key}, parent)
-        checkpoint = checkpoint_path(run_id)
-        try:
-            run_pretraining(spec, manifest, run_id, checkpoint, fresh=stopped is None or "manifest.digest" not in stopped.data.params)
-        except CheckpointError:
-            raise  # the checkpoint and the (KILLED) run are kept for the user to look at
-        except Exception:
-            checkpoint.unlink(missing_ok=True)  # the run ended FAILED and is not resumed; Ctrl-C (KILLED) keeps it
-            raise
-        checkpoint.unlink(missing_ok=True)
+        while True:
+            done, stopped = tracking.settled_run(experiment, key, "pretraining run", wait=wait)
+            if done is not None:
+                console.print(f"[green]reusing finished pretraining run[/] {done.info.run_id} (same key {key})")
+                return done.info.run_id
+            run_id = claim(spec, key, experiment, parent, stopped)
+            if run_id is None:
+                continue  # another worker took the key meanwhile: wait for it
+            checkpoint = checkpoint_path(run_id)
+            try:
+                run_pretraining(spec, manifest, run_id, checkpoint, fresh=stopped is None or "manifest.digest" not in stopped.data.params)
+            except tracking.Yielded as exc:
+                checkpoint.unlink(missing_ok=True)
+                tracking.supersede(tracking.get_run(run_id), exc.winner, "another worker claimed the same key first")
+                console.print(f"[yellow]pretraining run {run_id} yields[/] to run {exc.winner}, which claimed the same key first")
+                continue
+            except BaseException as exc:
+                if not tracking.resumable(exc) and not isinstance(exc, CheckpointError):
+                    checkpoint.unlink(missing_ok=True)  # the run ended FAILED and is not resumed
+                raise  # else the checkpoint is kept: a rerun continues from it (CheckpointError: kept for the user to look at)
+            checkpoint.unlink(missing_ok=True)
+            return run_id
+
+
+def claim(spec: PretrainSpec, key: str, experiment: str, parent: str | None, stopped) -> str | None:
+    """The run this process trains for `key`: `stopped` resumed, or a new run (replacing `stopped` when its checkpoint is
+    not on this machine); None when another worker claimed the key first (the new run yields, the stopped one is theirs)."""
+    if stopped is not None and checkpoint_path(stopped.info.run_id).exists():
+        run_id = stopped.info.run_id
+        tracking.resume(stopped, parent)
+        if not run_owners.is_mine(tracking.get_run(run_id)):  # a worker on another host took it over at the same moment
+            return None
+        console.print(f"[yellow]resuming pretraining run[/] {run_id} from its last checkpoint ({tracking.why_stopped(stopped)})")
+        return run_id
+    run_id = tracking.create_run(experiment, spec.run_name(), {tracking.KIND: "pretrain", tracking.KEY: key}, parent)
+    if stopped is not None:
+        reason = f"no checkpoint of it on this machine ({checkpoint_path(stopped.info.run_id)})"
+        tracking.supersede(stopped, run_id, reason)
+        tracking.end_dead_main(stopped.data.tags.get("mlflow.parentRunId", ""), parent)
+        console.print(f"[yellow]pretraining run {stopped.info.run_id} stopped[/] ({tracking.why_stopped(stopped)}) and has {reason}: "
+                      f"training afresh in new run {run_id}; the old run ends KILLED (transferlab.superseded_by)")
+    winner = tracking.earlier_claimant(experiment, key, run_id)
+    if winner is not None:
+        tracking.supersede(tracking.get_run(run_id), winner.info.run_id, "another worker claimed the same key first")
+        return None
     return run_id
 
 
 def run_pretraining(spec: PretrainSpec, manifest: Manifest, run_id: str, checkpoint: Path, fresh: bool) -> None:
     """Record and run the pretraining in run `run_id` (params and manifest only when `fresh`), ending the run."""
+    log = tracking.TrainingLog(run_id, spec.key(manifest))
     with tracking.active(run_id, system_metrics=True):
         if fresh:
             tracking.log_manifest(manifest, f"{spec.source.label()}: {manifest.policy}")
@@ -191,17 +213,13 @@ def run_pretraining(spec: PretrainSpec, manifest: Manifest, run_id: str, checkpo
         model = spec.backbone.build_seeded(manifest.num_classes, spec.training.resolution, spec.seed)
         val = manifest.split(spec.source.index, "val")
         images = image_cache(spec.source, spec.training.resolution, rows=np.concatenate([manifest.samples, val[0]]))
-
-        def log(metrics: dict[str, float], step: int) -> None:
-            tracking.log_metrics(run_id, metrics, step)
-            run_owners.heartbeat(run_id)
-
         try:
             pretrain(spec.backbone, model, images, manifest, val, spec.training, checkpoint, log, seed=spec.seed,
                      logged=tracking.logged_steps(run_id, "pretrain.epoch"))
         except CheckpointError as exc:
             raise CheckpointError(f"cannot resume pretraining run {run_id}: {exc}. The checkpoint and the run (ended KILLED) are "
                                   "kept; move or delete the checkpoint and rerun to train afresh in a new run") from exc
+        log.flush()
         tracking.log_model(model.cpu(), REQUIREMENTS)
 
 
@@ -235,15 +253,30 @@ def measure(pretrain_run: str, spec: TransferSpec, *, wait: bool = True) -> dict
                         tracking.log_params(run_id, {"task": task.spec(), **task.flat_params("task"), "target": spec.target.spec(),
                                                      **spec.target.flat_params("target"), "pretrain_run": pretrain_run})
                     if context is None:
-                        backbone = get_registry().parse("backbone", params["backbone"])
-                        training = parse_training(params["train"])
-                        context = TransferContext(spec.target, backbone, tracking.load_model(run, "cpu"), training.resolution,
-                                                  device=training.device, seed=int(params["seed"]))
+                        backbone, training, model = pretrained_network(run)
+                        context = TransferContext(spec.target, backbone, model, training.resolution, device=training.device,
+                                                  seed=seed_value(params["seed"]))
                     metrics = {prefix + k: float(v) for k, v in task.run(context).items()}
                     tracking.log_metrics(run_id, metrics)
         tracking.log_metrics(pretrain_run, metrics)
         results |= metrics
     return results
+
+
+def pretrained_network(run) -> tuple[Backbone, Training, torch.nn.Module]:
+    """(backbone, recipe, network) of a finished pretraining run: the network rebuilt from the run's own specs, its weights
+    loaded as tensors (never unpickled: the tracking store may be shared and untrusted)."""
+    params = run.data.params
+    try:
+        backbone, training = get_registry().parse("backbone", params["backbone"]), parse_training(params["train"])
+        num_classes = int(params["manifest.num_classes"])
+        if not 1 <= num_classes <= MAX_CLASSES:
+            raise ValueError(f"manifest.num_classes {num_classes} outside 1..{MAX_CLASSES}")
+    except (KeyError, ValueError, SpecError) as exc:
+        raise TransferlabError(f"run {run.info.run_id} does not describe a network transferlab can rebuild ({type(exc).__name__}: {exc})") from None
+    model = backbone.build(num_classes, training.resolution)
+    tracking.load_weights(run, model)
+    return backbone, training, model
 
 
 def distinct_target_label(experiment: str, pretrain_run: str, spec: TransferSpec) -> str:
@@ -298,7 +331,9 @@ def pretrain_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["polic
     parent = tracking.project_run_id()
     with asked_by(parent):
         manifest = spec.prepare()
-        run_id = train(spec, manifest, experiment_of(parent, experiment), parent, wait=wait)
+        experiment_id = experiment_of(parent, experiment)
+        tracking.end_dead_runs(experiment_id, parent)
+        run_id = train(spec, manifest, experiment_id, parent, wait=wait)
         if parent:
             link(parent, run_id, pretrain_metrics(run_id))
     return run_id
@@ -312,6 +347,7 @@ def transfer_run(pretrain_run_id: str, target: str = DEFAULTS["target"], tasks: 
     spec.check()
     parent = tracking.project_run_id()
     with asked_by(parent):
+        tracking.end_dead_runs(tracking.get_run(pretrain_run_id).info.experiment_id, parent)
         metrics = measure(pretrain_run_id, spec, wait=wait)
         if parent:
             link(parent, pretrain_run_id, metrics)
@@ -348,7 +384,8 @@ def main_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["policy"],
     else:
         tracking.set_tags(parent, {tracking.KIND: "main"} | run_owners.owner_tags())  # this process answers for it now
         ending = asked_by(parent)
-    with ending:
+    with ending, run_owners.heartbeats(parent):  # a live main job's heartbeat tells other hosts it is not left behind
+        tracking.end_dead_runs(experiment_id, parent)
         pretrain_id = train(spec, manifest, experiment_id, parent, wait=wait)
         metrics = pretrain_metrics(pretrain_id) | measure(pretrain_id, transfer, wait=wait)
         link(parent, pretrain_id, metrics)

@@ -54,6 +54,11 @@ def owner_tags() -> dict[str, str]:
             HEARTBEAT: f"{time.time():.3f}"}
 
 
+def is_mine(run: Run) -> bool:
+    """Whether this process is the run's recorded owner."""
+    return run.data.tags.get(HOST) == socket.gethostname() and run.data.tags.get(PID) == str(os.getpid())
+
+
 def live_owner(run: Run) -> str | None:
     """Who is running `run` now ('host H pid P, heartbeat N s ago'), or None when it is not RUNNING or its owner is provably
     gone: a process of this host that no longer exists (or is this one, which holds the run's key lock), or a stale heartbeat."""
