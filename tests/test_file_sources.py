@@ -11,13 +11,20 @@ import numpy as np
 import PIL.Image
 import pytest
 from click.testing import CliRunner
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
 from PIL import Image
 
+from crafted_images import pixelless_files
+from transferlab import pipeline
 from transferlab.errors import DataError, SpecError
 from transferlab.image_cache import cache_path, image_cache
 from transferlab.images import decode_image
+from transferlab.manifest import Manifest
 from transferlab_sources.idx import MNIST, FashionMNIST
 from transferlab_sources.image_folder import ImageFolder
+
+pytest_plugins = ["mlflow_store"]  # fixtures: empty_store, store
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 OLD_NS = 1_600_000_000 * 10**9  # a fixed past mtime, so that any later change to a folder shows
@@ -214,6 +221,27 @@ def test_file_names_that_are_not_utf8_are_indexed_and_loaded(tmp_path):
     assert (src.load(np.arange(4)) == RED).all()
 
 
+def test_a_class_folder_not_in_utf8_is_indexed_cached_and_pretrained(tmp_path, store):
+    root = tmp_path / "data"
+    cafe = os.fsencode(root) + b"/caf\xe9"  # a Latin-1 folder name, and file names that are no UTF-8 either
+    os.makedirs(cafe)
+    for i in range(8):
+        Image.new("RGB", (12, 10), RED).save(cafe + b"/img%d\xff.png" % i, format="PNG")
+    make_tree(root, {"plain": 8})
+    src = ImageFolder(str(root))
+    assert src.index.classes == ("caf\udce9", "plain") and src.index.path(0) == "caf\udce9/img0\udcff.png"
+    assert len(src.fingerprint) == len(src.pixels_key) == 64
+    assert (image_cache(src, 8)[src.index.labels == 0] == RED).all()
+    assert ImageFolder(str(root)).index.fingerprint() == src.index.fingerprint()  # reloaded from the index cache
+    run_id = pipeline.pretrain_run(source=f"image_folder(root={str(root)!r})", policy="all", backbone="timm(model='resnet10t')",
+                                   training="train(epochs=1, batch_size=8, resolution=16)")
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["manifest.num_classes"] == "2"
+    folder = Path(download_artifacts(run_id=run_id, artifact_path="manifest", dst_path=str(tmp_path / "artifacts")))
+    assert '"caf\\udce9"' in (folder / "manifest.json").read_text()  # JSON escapes the undecodable byte
+    assert Manifest.load(folder).classes == ("caf\udce9", "plain")
+
+
 # corrupt files
 
 def write_corrupt_files(root: Path) -> list[str]:
@@ -273,6 +301,89 @@ def test_truncated_files_are_reported_or_skipped_at_index_time(tmp_path):
     src = ImageFolder(str(root), val_fraction=0.0, corrupt="skip")
     assert src.index.skipped == ("a/half.jpg", "a/half.png") and len(src.index) == 2
     assert src.load(np.arange(2)).shape == (2, 64, 64, 3)
+
+
+def test_images_whose_pixels_are_missing_are_caught_at_index_time_before_any_run(tmp_path, store):
+    root = make_tree(tmp_path / "data", {"a": 2, "b": 2})
+    bad = [f"b/{name}" for name in pixelless_files(root / "b")]
+    spec = f"image_folder(root={str(root)!r}, val_fraction=0.0)"
+    with pytest.raises(DataError, match=f"{len(bad)} unreadable image files") as err:
+        pipeline.pretrain_run(source=spec, policy="all", backbone="timm(model='resnet10t')", training="train(epochs=1, resolution=16)")
+    assert all(f"  {name}: " in str(err.value) for name in bad)
+    assert MlflowClient().search_runs([e.experiment_id for e in MlflowClient().search_experiments()]) == []
+    index = ImageFolder(str(root), val_fraction=0.0, corrupt="skip").index
+    assert index.skipped == tuple(bad) and counts_by_name(index) == {"a": 2, "b": 2}
+
+
+def test_broken_and_looping_links_are_skipped_or_named_and_folder_loops_are_entered_once(tmp_path):
+    root = make_tree(tmp_path / "data", {"animal/cat": 2, "animal/dog": 2, "plant": 2})
+    os.symlink("self.png", root / "plant" / "self.png")  # ln -s x x
+    os.symlink("missing.png", root / "plant" / "gone.png")
+    os.symlink("loop", root / "plant" / "loop")  # a looping link without an image name is no image: ignored
+    os.symlink("..", root / "animal" / "cat" / "up")  # to an ancestor: would recurse forever
+    os.symlink(root / "animal", root / "animal" / "dog" / "again")
+    os.symlink(root / "animal" / "dog", root / "zoo")  # a second name of a folder already met
+    with pytest.raises(DataError, match="2 unreadable image files") as err:
+        ImageFolder(str(root), val_fraction=0.0).index
+    assert "plant/gone.png: cannot read" in str(err.value) and "plant/self.png: cannot read" in str(err.value)
+    index = ImageFolder(str(root), val_fraction=0.0, corrupt="skip").index
+    assert index.skipped == ("plant/gone.png", "plant/self.png")
+    assert counts_by_name(index) == {"animal/cat": 2, "animal/dog": 2, "plant": 2}
+
+
+def refuse_listing(monkeypatch, folder: Path) -> None:
+    """os.scandir(folder) raises PermissionError, as for a folder without read permission (which root may read anyway)."""
+    real = os.scandir
+    def scandir(path="."):
+        if Path(path) == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def check_unlistable(root: Path) -> None:
+    """root/locked cannot be listed: named in one DataError, or skipped and recorded with corrupt='skip'."""
+    with pytest.raises(DataError, match=r"1 folders under .* cannot be listed \(pass corrupt='skip'") as err:
+        ImageFolder(str(root)).index
+    assert "  locked: cannot list folder (Permission denied)" in str(err.value)
+    index = ImageFolder(str(root), corrupt="skip").index
+    assert index.skipped == ("locked/",) and counts_by_name(index) == {"a": 2, "b": 2}
+
+
+def test_a_folder_that_cannot_be_listed_is_named_or_skipped(tmp_path, monkeypatch):
+    root = make_tree(tmp_path / "data", {"a": 2, "b": 2, "locked": 2})
+    refuse_listing(monkeypatch, root / "locked")
+    check_unlistable(root)
+
+
+def test_a_folder_without_read_permission_is_named_or_skipped(tmp_path):
+    root = make_tree(tmp_path / "data", {"a": 2, "b": 2, "locked": 2})
+    (root / "locked").chmod(0)
+    try:
+        try:
+            os.listdir(root / "locked")
+            pytest.skip("this process lists folders whatever their permissions (root, or CAP_DAC_READ_SEARCH)")
+        except PermissionError:
+            check_unlistable(root)
+    finally:
+        (root / "locked").chmod(0o755)
+
+
+def test_images_above_the_pixel_cap_are_named_or_skipped_and_the_cap_keys_the_index(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    write_image(root / "small" / "s.png", size=(8, 8))
+    write_image(root / "large" / "l.png", size=(12, 10))
+    monkeypatch.setenv("TRANSFERLAB_MAX_PIXELS", "100")
+    with pytest.raises(DataError, match="1 unreadable image files") as err:
+        ImageFolder(str(root), val_fraction=0.0).index
+    assert "large/l.png: 12×10 pixels to decode, above the cap of 100" in str(err.value) and "TRANSFERLAB_MAX_PIXELS" in str(err.value)
+    assert ImageFolder(str(root), val_fraction=0.0, corrupt="skip").index.skipped == ("large/l.png",)
+    monkeypatch.setenv("TRANSFERLAB_MAX_PIXELS", "1_000")
+    index = ImageFolder(str(root), val_fraction=0.0, corrupt="skip").index
+    assert index.skipped == () and len(index) == 2
+    monkeypatch.setenv("TRANSFERLAB_MAX_PIXELS", "lots")
+    with pytest.raises(DataError, match="TRANSFERLAB_MAX_PIXELS must be a positive whole number of pixels, got 'lots'"):
+        ImageFolder(str(root), val_fraction=0.0).index
 
 
 def test_data_corrupt_inside_a_complete_file_fails_at_load_naming_every_file(tmp_path):

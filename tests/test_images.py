@@ -1,12 +1,17 @@
 """Decoding and probing single image files: bit depths, EXIF orientation, transparency, truncated files."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from transferlab.images import decode_image, probe_image
+from crafted_images import flat_png, pixelless_files
+from transferlab.errors import DataError
+from transferlab.images import BACKGROUND, BAND_ROWS, decode_image, probe_image
 
 RED = (255, 0, 0)
 
@@ -86,3 +91,67 @@ def test_the_probe_finds_files_cut_short_and_accepts_padding_after_the_end(tmp_p
     assert "unreadable" in probe_image(tmp_path / f"cut{suffix}")
     (tmp_path / f"padded{suffix}").write_bytes(data + bytes(100))  # end marker far from the end: decoded once, fine
     assert probe_image(tmp_path / f"padded{suffix}") is None
+
+
+def test_the_probe_finds_images_whose_header_parses_but_whose_pixels_are_missing(tmp_path):
+    for name in pixelless_files(tmp_path):
+        assert probe_image(tmp_path / name) is not None, name
+        with pytest.raises(OSError):
+            decode_image(tmp_path / name)
+
+
+def test_transparency_is_composited_band_by_band_exactly_as_at_once(tmp_path):
+    rgba = np.random.default_rng(0).integers(0, 256, (BAND_ROWS * 2 + 7, 5, 4), dtype=np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "tall.png")
+    whole = Image.alpha_composite(Image.new("RGBA", (5, len(rgba)), BACKGROUND), Image.fromarray(rgba)).convert("RGB")
+    np.testing.assert_array_equal(decode_image(tmp_path / "tall.png"), np.asarray(whole))
+
+
+def test_the_pixel_cap_counts_pixels_after_a_reduced_jpeg_decode(tmp_path, monkeypatch):
+    Image.new("RGB", (64, 64), RED).save(tmp_path / "red.jpg")
+    Image.new("RGB", (64, 64), RED).save(tmp_path / "red.png")
+    monkeypatch.setenv("TRANSFERLAB_MAX_PIXELS", "100")
+    assert decode_image(tmp_path / "red.jpg", size=8).shape == (8, 8, 3)  # decoded at 1/8 scale: 8×8 pixels
+    assert probe_image(tmp_path / "red.jpg") is None
+    for path, size in ((tmp_path / "red.jpg", None), (tmp_path / "red.png", 8)):
+        with pytest.raises(DataError, match="64×64 pixels to decode, above the cap of 100 .*set TRANSFERLAB_MAX_PIXELS to raise it"):
+            decode_image(path, size=size)
+    assert "above the cap of 100" in probe_image(tmp_path / "red.png")
+
+
+PEAK_MEMORY = """
+import sys, warnings
+warnings.simplefilter("ignore")  # Pillow warns of a possible decompression bomb above its own limit
+from transferlab.images import decode_image
+
+def peak_mb():  # VmHWM: this process's peak RSS (ru_maxrss would include the parent's, kept across exec)
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")).split()[1]) // 1024
+
+before = peak_mb()
+try:
+    outcome = decode_image(sys.argv[1], 32).shape
+except Exception as exc:
+    outcome = f"{type(exc).__name__}: {exc}"
+print(peak_mb() - before, outcome)
+"""
+
+
+def peak_decoding(path: Path) -> tuple[int, str]:
+    """Peak memory (MB above the interpreter with its imports) of decoding `path` at 32 px in a fresh process, and the outcome."""
+    out = subprocess.run([sys.executable, "-c", PEAK_MEMORY, str(path)], capture_output=True, text=True, check=True, env=os.environ)
+    mb, outcome = out.stdout.strip().split(" ", 1)
+    return int(mb), outcome
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak memory is read from /proc (Linux)")
+def test_small_files_declaring_huge_images_decode_small_or_fail_clearly_in_bounded_memory(tmp_path):
+    Image.new("L", (8000, 6000), 128).save(tmp_path / "huge.jpg")  # 48 megapixels in a few hundred KB
+    cases = {
+        flat_png(tmp_path / "under_cap.png", 7000, 7000): "(32, 32, 3)",  # 49 megapixels: decoded, never copied whole
+        flat_png(tmp_path / "over_cap.png", 8000, 8000): "DataError: 8000×8000 pixels to decode, above the cap of 50,000,000",
+        tmp_path / "huge.jpg": "(32, 32, 3)",  # decoded at 1/8 scale
+    }
+    for path, outcome in cases.items():
+        assert path.stat().st_size < 2_000_000
+        mb, got = peak_decoding(path)
+        assert got.startswith(outcome) and mb < 300, (path.name, mb, got)

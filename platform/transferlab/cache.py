@@ -58,7 +58,12 @@ def clear(kind: str) -> tuple[int, int]:
 
 def cache_key(*items: object) -> str:
     """Short stable hash of the given items' text."""
-    return hashlib.sha256("\x1f".join(map(str, items)).encode()).hexdigest()[:20]
+    return hashlib.sha256(text_bytes("\x1f".join(map(str, items)))).hexdigest()[:20]
+
+
+def text_bytes(text: str) -> bytes:
+    """UTF-8 bytes of text to hash; the surrogates that stand for undecodable file-name bytes are kept, never an error."""
+    return text.encode("utf-8", "surrogatepass")
 
 
 @contextlib.contextmanager

@@ -7,13 +7,23 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
+
+from .errors import DataError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # as torchvision's
 TAIL_BYTES = 32  # how far from the end a complete file's end marker may lie (padding after it is common)
 END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}  # JPEG's EOI marker; PNG's IEND chunk type and CRC
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 BACKGROUND = (255, 255, 255, 255)  # what transparent pixels are composited onto
+BAND_ROWS = 256  # rows composited at a time
+MAX_PIXELS_ENV = "TRANSFERLAB_MAX_PIXELS"
+# The largest image decoded, in pixels after any reduced decode (a JPEG's DCT scaling): a decoding thread holds at most
+# about 8 bytes per pixel of it (an RGBA image and its RGB composite; 32-bit ones a little more), so this bounds the
+# memory per thread that a small file declaring a huge size (a decompression bomb) can take. 50 megapixels holds any
+# camera photo (8000×6000 is 48).
+DEFAULT_MAX_PIXELS = 50_000_000
+OWN_LOADERS = ("WEBP",)  # formats Pillow decodes without tiles (their open already reads the stream)
 _thread = threading.local()  # `serial` is set in the threads of a pool that already decodes in parallel
 T = TypeVar("T")
 
@@ -23,8 +33,19 @@ def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMG_EXTENSIONS)
 
 
-def probe_image(path: str | os.PathLike) -> str | None:
-    """Why a file is not a readable image (empty, bad header, truncated), or None; only a JPEG or PNG whose end is missing is decoded."""
+def max_pixels() -> int:
+    """The decoding cap in pixels: $TRANSFERLAB_MAX_PIXELS, default DEFAULT_MAX_PIXELS; a DataError if malformed."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if not text.replace("_", "").isdigit() or int(text) <= 0:
+        raise DataError(f"{MAX_PIXELS_ENV} must be a positive whole number of pixels, got {text!r}")
+    return int(text)
+
+
+def probe_image(path: str | os.PathLike, cap: int | None = None) -> str | None:
+    """Why a file is not a readable image (empty, bad header, above the `cap` of pixels, data missing), or None; only a
+    file whose data looks incomplete (see `looks_complete`) is decoded, at the smallest scale its format offers."""
     try:
         size = os.path.getsize(path)
         if size == 0:
@@ -32,13 +53,51 @@ def probe_image(path: str | os.PathLike) -> str | None:
         with Image.open(path) as image:  # parses the header only
             if not image.width or not image.height:
                 return "image has no pixels"
-            if not ends_complete(path, image.format, size):
+            image.draft("RGB", (1, 1))  # JPEG: the smallest DCT scale, the least any decode of this file costs
+            if too_large := oversize(image, max_pixels() if cap is None else cap):
+                return too_large
+            if not looks_complete(path, image, size):
                 image.load()  # the whole file, once: raises if it really is cut short
     except UnidentifiedImageError:
         return "not an image PIL can identify"
     except Exception as exc:  # PIL raises many types (SyntaxError, struct.error, OSError, ...) for broken files
         return f"unreadable ({type(exc).__name__}: {exc})"
     return None
+
+
+def oversize(image: Image.Image, cap: int) -> str | None:
+    """Why an opened image is too large to decode (more than `cap` pixels at its current draft scale), or None."""
+    pixels = image.width * image.height
+    if pixels <= cap:
+        return None
+    return (f"{image.width}×{image.height} pixels to decode, above the cap of {cap:,} that bounds memory "
+            f"(set {MAX_PIXELS_ENV} to raise it)")
+
+
+def looks_complete(path: str | os.PathLike, image: Image.Image, size: int) -> bool:
+    """Whether the header's promise fits the file: a JPEG or PNG ends with its end marker, the pixel data (Pillow's
+    tiles) exists and starts inside the file, and uncompressed data fits in it; no pixel data is read."""
+    if not image.tile:
+        return image.format in OWN_LOADERS
+    for codec, extents, offset, args in (tuple(tile)[:4] for tile in image.tile):
+        if offset >= size or (codec == "raw" and offset + raw_bytes(extents, args) > size):
+            return False
+    return ends_complete(path, image.format, size)
+
+
+def raw_bytes(extents: tuple[int, int, int, int], args: object) -> int:
+    """Bytes an uncompressed tile reads: rows × stride, the stride from its arguments or its raw mode (0 if neither tells)."""
+    args = args if isinstance(args, tuple) else (args,)
+    x0, y0, x1, y1 = extents
+    stride = args[1] if len(args) > 1 and isinstance(args[1], int) else 0
+    if not stride:
+        try:
+            mode = ImageMode.getmode(args[0])
+        except (KeyError, TypeError, IndexError):  # a raw mode that is no image mode (BGR;15, 1;I, ...): bits unknown
+            return 0
+        bits = 1 if args[0] == "1" else 8 * int(mode.typestr[-1]) * len(mode.bands)
+        stride = ((x1 - x0) * bits + 7) // 8
+    return abs(stride) * (y1 - y0)
 
 
 def ends_complete(path: str | os.PathLike, image_format: str | None, size: int) -> bool:
@@ -56,6 +115,9 @@ def decode_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray
     with Image.open(path) as image:
         if size is not None:
             image.draft("RGB", (size, size))  # JPEG: decode at the smallest DCT scale still at least size×size
+        if too_large := oversize(image, max_pixels()):
+            raise DataError(too_large)
+        image.load()
         ImageOps.exif_transpose(image, in_place=True)
         rgb = to_rgb(image)
     return np.asarray(rgb if size is None else fit(rgb, size))
@@ -66,17 +128,32 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
         image = to_8bit(image)
     if image.mode in ALPHA_MODES or "transparency" in image.info:
-        image = Image.alpha_composite(Image.new("RGBA", image.size, BACKGROUND), image.convert("RGBA"))
-    return image.convert("RGB")
+        return on_background(image)
+    return image if image.mode == "RGB" else image.convert("RGB")  # an RGB image is not copied: it may be large
+
+
+def on_background(image: Image.Image) -> Image.Image:
+    """RGB of an image with transparency composited onto BACKGROUND, BAND_ROWS rows at a time, so that a large image
+    costs one RGB copy instead of three RGBA ones."""
+    rgb = Image.new("RGB", image.size)
+    for top in range(0, image.height, BAND_ROWS):
+        band = image.crop((0, top, image.width, min(top + BAND_ROWS, image.height))).convert("RGBA")  # crop keeps palette and transparency
+        rgb.paste(Image.alpha_composite(Image.new("RGBA", band.size, BACKGROUND), band).convert("RGB"), (0, top))
+    return rgb
 
 
 def to_8bit(image: Image.Image) -> Image.Image:
     """An 8-bit L image from a high bit depth: the top 8 of its `bits_per_sample` bits; float (F) maps 0..1 to 0..255."""
-    values = np.asarray(image)
+    values = np.array(image)  # a writable copy, scaled in place below
     if image.mode == "F":
-        return Image.fromarray(np.round(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8))
-    bits = bits_per_sample(image, values)
-    return Image.fromarray((np.clip(values, 0, 2 ** bits - 1) >> (bits - 8)).astype(np.uint8))
+        np.clip(values, 0.0, 1.0, out=values)
+        values *= 255
+        np.round(values, out=values)
+    else:
+        bits = bits_per_sample(image, values)
+        np.clip(values, 0, 2 ** bits - 1, out=values)
+        values >>= bits - 8
+    return Image.fromarray(values.astype(np.uint8))
 
 
 def bits_per_sample(image: Image.Image, values: np.ndarray) -> int:

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from transferlab.cache import text_bytes
 from transferlab.components import format_value
 from transferlab.data_index import split_code
 from transferlab.errors import DataError, SpecError
@@ -46,13 +47,13 @@ class FileSource(Source):
     def fingerprint(self) -> str:
         """Identity of the data: name, index contents (content digest included) and the data parameters, but not the location."""
         params = [f"{k}={format_value(v)}" for k, v in sorted(self.data_params().items())]
-        return hashlib.sha256("\x00".join([self.name, self.index.fingerprint(), *params]).encode()).hexdigest()
+        return hashlib.sha256(text_bytes("\x00".join([self.name, self.index.fingerprint(), *params]))).hexdigest()
 
     @cached_property
     def pixels_key(self) -> str:
         """Identity of the pixels alone: name, files in row order, content digest and data parameters but the SPLIT_PARAMS."""
         index = self.index
-        h = hashlib.sha256("\x00".join([self.name, index.content, *index.folders]).encode())
+        h = hashlib.sha256(text_bytes("\x00".join([self.name, index.content, *index.folders])))
         for array in (index.files, index.folder_ids):
             h.update(b"-" if array is None else array.tobytes())
         h.update(repr(sorted((k, format_value(v)) for k, v in self.data_params().items() if k not in SPLIT_PARAMS)).encode())

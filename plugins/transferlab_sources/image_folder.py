@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -14,7 +15,7 @@ from transferlab.cache import cache_dir, cache_key
 from transferlab.class_tree import ClassTree
 from transferlab.data_index import SPLITS, DataIndex, split_code
 from transferlab.errors import DataError
-from transferlab.images import decode_image, is_image_file, map_decoding, probe_image
+from transferlab.images import decode_image, is_image_file, map_decoding, max_pixels, probe_image
 
 from .file_source import FileSource, carve, check_val_fraction, listing, stamps_digest, text_keys
 
@@ -32,30 +33,50 @@ class Folder:
     images: tuple[str, ...]
 
 
-def scan(root: Path, base: str = "") -> dict[str, Folder]:
-    """Every folder under root/base by path relative to root ('' is root itself); hidden entries are ignored."""
-    folders: dict[str, Folder] = {}
-    todo = [base]
-    while todo:
-        rel = todo.pop()
+def scan(root: Path, base: str = "", unreadable: list[tuple[str, str]] | None = None) -> dict[str, Folder]:
+    """Every folder under root/base by path relative to root ('' is root itself), breadth first in name order; hidden
+    entries are ignored. A folder met again (a link to an ancestor, or a second name) is entered once: real folders before
+    linked ones, so a link never hides a folder's own name. A subfolder that cannot be listed raises a DataError, or is
+    left out and noted in `unreadable` (path, reason) if given."""
+    listed: dict[str, tuple[int, list[str], list[str]]] = {}
+    seen: set[tuple[int, int]] = set()  # (st_dev, st_ino) of every folder entered, resolved through links
+    todo, linked = deque([base]), deque()
+    while todo or linked:
+        rel = (todo or linked).popleft()
         path = root / rel
-        subfolders, images = [], []
         try:
+            stat = path.stat()
+            if (stat.st_dev, stat.st_ino) in seen:
+                continue
+            seen.add((stat.st_dev, stat.st_ino))
+            folders, links, images = [], [], []
             with os.scandir(path) as entries:
                 for entry in entries:
                     if entry.name.startswith("."):
                         continue
-                    if entry.is_dir():
-                        subfolders.append(entry.name)
+                    if is_folder(entry):
+                        (links if entry.is_symlink() else folders).append(entry.name)
                     elif is_image_file(entry.name):
                         images.append(entry.name)
-            mtime = path.stat().st_mtime_ns
         except OSError as exc:
-            raise DataError(f"cannot read folder {path}: {exc.strerror or exc}") from None
-        subfolders.sort()
-        folders[rel] = Folder(mtime, tuple(subfolders), tuple(sorted(images)))
-        todo.extend(f"{rel}/{s}" if rel else s for s in subfolders)
-    return folders
+            if unreadable is None or rel == base:
+                raise DataError(f"cannot read folder {path}: {exc.strerror or exc}") from None
+            unreadable.append((rel, f"cannot list folder ({exc.strerror or exc})"))
+            continue
+        listed[rel] = (stat.st_mtime_ns, sorted(folders + links), sorted(images))
+        todo.extend(f"{rel}/{name}" if rel else name for name in sorted(folders))
+        linked.extend(f"{rel}/{name}" if rel else name for name in sorted(links))
+    return {rel: Folder(mtime, tuple(s for s in subs if (f"{rel}/{s}" if rel else s) in listed), tuple(images))  # entered ones only
+            for rel, (mtime, subs, images) in listed.items()}
+
+
+def is_folder(entry: os.DirEntry) -> bool:
+    """Whether an entry is a folder or a link to one; False for a broken or looping link, which is then a file (probed if
+    it has an image name: it fails there)."""
+    try:
+        return entry.is_dir()
+    except OSError:  # is_dir() answers False for a missing target but raises ELOOP for a looping link
+        return False
 
 
 def folder_stamps(root: Path, folder: str, depth: int) -> list[tuple[str, int]]:
@@ -147,19 +168,19 @@ def split_layout(folders: dict[str, Folder], root: Path) -> dict[str, dict[str, 
     return layout
 
 
-def probe_file(path: Path) -> tuple[int, int, str | None]:
-    """A file's size, mtime (ns) and why it is not a readable image (None when it is)."""
+def probe_file(path: Path, cap: int) -> tuple[int, int, str | None]:
+    """A file's size, mtime (ns) and why it is not a readable image of at most `cap` pixels (None when it is)."""
     try:
-        stat = path.stat()
+        stat = path.stat()  # a broken or looping symlink fails here
     except OSError as exc:
         return 0, 0, f"cannot read ({exc.strerror or exc})"
-    return stat.st_size, stat.st_mtime_ns, probe_image(path)
+    return stat.st_size, stat.st_mtime_ns, probe_image(path, cap)
 
 
-def probe_all(root: Path, paths: Sequence[str]) -> tuple[np.ndarray, list[tuple[str, str]]]:
+def probe_all(root: Path, paths: Sequence[str], cap: int) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """(size, mtime_ns) of every file, int64 [n, 2], and the failures (relative path, reason), in the order of `paths`; in a thread pool."""
     def probe_chunk(chunk: Sequence[str]) -> list[tuple[int, int, str | None]]:
-        return [probe_file(root / p) for p in chunk]
+        return [probe_file(root / p, cap) for p in chunk]
 
     chunks = [paths[i:i + PROBE_CHUNK] for i in range(0, len(paths), PROBE_CHUNK)]
     with ThreadPoolExecutor() as pool:
@@ -182,10 +203,11 @@ def list_files(layout: dict[str, dict[str, str]], folders: dict[str, Folder], cl
 
 
 def index_files(root: Path, paths: Sequence[str], labels: np.ndarray, splits: np.ndarray, classes: Sequence[str],
-                class_names: Sequence[str], corrupt: str, val_fraction: float, test_fraction: float = 0.0) -> DataIndex:
+                class_names: Sequence[str], corrupt: str, val_fraction: float, test_fraction: float = 0.0,
+                skipped_folders: Sequence[str] = ()) -> DataIndex:
     """Index image files (paths relative to root, grouped by folder) in their order: probe, drop or report bad ones, carve test
-    then val from train (see `carve`), digest stamps."""
-    stamps, failures = probe_all(root, paths)
+    then val from train (see `carve`), digest stamps; `skipped_folders` (unlisted ones) join the skipped files."""
+    stamps, failures = probe_all(root, paths, max_pixels())
     if failures and corrupt == "error":
         raise DataError(f"{len(failures)} unreadable image files under {root} "
                         f"(pass corrupt='skip' to leave them out of the index):\n{listing(failures)}")
@@ -202,12 +224,13 @@ def index_files(root: Path, paths: Sequence[str], labels: np.ndarray, splits: np
         splits = carve(splits, labels, keys, val=val_fraction, test=test_fraction)
     files = np.array([os.fsencode(n) for n in names], dtype=np.bytes_)
     return DataIndex(labels=labels, splits=splits, classes=tuple(classes), class_names=tuple(class_names), files=files,
-                     folder_ids=folder_ids, folders=folders, skipped=tuple(sorted(bad)), content=stamps_digest(stamps[keep]))
+                     folder_ids=folder_ids, folders=folders, skipped=tuple(sorted(bad)) + tuple(skipped_folders),
+                     content=stamps_digest(stamps[keep]))
 
 
 def cached_index(kind: str, key: str, build: Callable[[], DataIndex]) -> DataIndex:
     """The index cached under `kind-key`, built and saved on the first call."""
-    path = cache_dir("index") / f"{kind}-{key}.npz"
+    path = cache_dir("index") / f"{kind}-{cache_key(key, max_pixels())}.npz"  # the pixel cap decides which files are skipped
     if path.exists():
         return DataIndex.load(path)
     index = build()
@@ -256,15 +279,21 @@ class ImageFolder(FileSource):
         check_val_fraction(self.name, self.val_fraction + self.test_fraction, "val_fraction + test_fraction")
 
     @cached_property
+    def scanned(self) -> tuple[dict[str, Folder], tuple[tuple[str, str], ...]]:
+        """The folders under root (see `scan`), and those that cannot be listed: a DataError naming them unless corrupt='skip'."""
+        unreadable: list[tuple[str, str]] = []
+        folders = scan(self.path, unreadable=unreadable)
+        if unreadable and self.corrupt == "error":
+            raise DataError(f"{len(unreadable)} folders under {self.path} cannot be listed "
+                            f"(pass corrupt='skip' to leave them out of the index):\n{listing(unreadable)}")
+        return folders, tuple(unreadable)
+
+    @cached_property
     def carved(self) -> dict[str, float]:
         """The fractions of train carved as test and val in effect: 0 for a split that root has a folder of (test; val,
         valid or validation), which gives that split itself."""
-        try:
-            top = sorted(e.name for e in os.scandir(self.path) if e.is_dir() and not e.name.startswith("."))
-            present = set(split_folders(top, self.path, lambda name: any(
-                e.is_dir() and not e.name.startswith(".") for e in os.scandir(self.path / name))).values())
-        except OSError as exc:
-            raise DataError(f"cannot read folder {self.path}: {exc.strerror or exc}") from None
+        folders, _ = self.scanned
+        present = set(split_folders(folders[""].subfolders, self.path, lambda name: bool(folders[name].subfolders)).values())
         return {"test": 0.0 if "test" in present else self.test_fraction, "val": 0.0 if "val" in present else self.val_fraction}
 
     def data_params(self) -> dict[str, object]:
@@ -273,21 +302,21 @@ class ImageFolder(FileSource):
 
     def build_index(self) -> DataIndex:
         """The folder tree's index, reloaded from the cache while no folder under root has changed."""
-        folders = scan(self.path)
-        return cached_index("image_folder", self.cache_key(folders), lambda: self.index_folders(folders))
+        folders, unreadable = self.scanned
+        return cached_index("image_folder", self.cache_key(folders, unreadable), lambda: self.index_folders(folders, unreadable))
 
-    def cache_key(self, folders: dict[str, Folder]) -> str:
-        """Key of the absolute root, every folder's mtime and the parameters that shape the index."""
+    def cache_key(self, folders: dict[str, Folder], unreadable: Sequence[tuple[str, str]]) -> str:
+        """Key of the absolute root, every folder's mtime, the folders that cannot be listed and the parameters that shape the index."""
         mtimes = sorted((rel, f.mtime_ns) for rel, f in folders.items())
-        return cache_key(INDEX_CACHE_VERSION, self.path, sorted(self.carved.items()), self.corrupt, mtimes)
+        return cache_key(INDEX_CACHE_VERSION, self.path, sorted(self.carved.items()), self.corrupt, mtimes, sorted(unreadable))
 
-    def index_folders(self, folders: dict[str, Folder]) -> DataIndex:
+    def index_folders(self, folders: dict[str, Folder], unreadable: Sequence[tuple[str, str]] = ()) -> DataIndex:
         """Index the scanned folders: class ids are folder paths (below the split folder), names their last part."""
         layout = split_layout(folders, self.path)
         classes = sorted(layout["train"])
         paths, labels, splits = list_files(layout, folders, classes)
         return index_files(self.path, paths, labels, splits, classes, [c.rsplit("/", 1)[-1] for c in classes],
-                           self.corrupt, self.carved["val"], self.carved["test"])
+                           self.corrupt, self.carved["val"], self.carved["test"], skipped_folders=[f"{rel}/" for rel, _ in unreadable])
 
     def build_tree(self) -> ClassTree:
         """Nested class folders as a tree: node ids are folder paths, names their last part."""
