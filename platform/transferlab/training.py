@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .backbones import Backbone
-from .cache import atomic_path
+from .cache import atomic_path, size_text
 from .devices import autocast, prepare, resolve_device, seeded, synchronize
 from .errors import CheckpointError
 from .loader import augment, batches, epoch_generator, fits_on_device, normalize, to_device
@@ -175,8 +175,18 @@ def save_checkpoint(path: Path, key: str, model: torch.nn.Module, optimizer: tor
         "step": step, "epoch": epoch, "history": history,
         "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []},
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    size = state_bytes(state)
+    with atomic_path(path, f"a {size_text(size)} checkpoint", size) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)  # into a Python file, so a full disk's OSError is the context of torch's RuntimeError
+
+
+def state_bytes(state) -> int:
+    """Bytes of the tensors in a nested dict or list: about what a checkpoint of it takes on disk."""
+    if isinstance(state, torch.Tensor):
+        return state.nbytes
+    if isinstance(state, dict):
+        return sum(map(state_bytes, state.values()))
+    return sum(map(state_bytes, state)) if isinstance(state, list | tuple) else 0
 
 
 def load_checkpoint(path: Path, key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int, list[dict]]:
