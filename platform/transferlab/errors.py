@@ -36,3 +36,6 @@ class StorageError(TransferlabError):
 
     resumable = True  # the run's last checkpoint is kept; the next request resumes it
 
+
+class DivergedError(TransferlabError):
+    """Training produced a non-finite loss; the run ends FAILED and is never reused."""

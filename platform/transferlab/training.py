@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .backbones import Backbone
 from .cache import atomic_path, size_text
 from .devices import autocast, prepare, resolve_device, seeded, synchronize
-from .errors import CheckpointError
+from .errors import CheckpointError, DivergedError
 from .loader import augment, batches, epoch_generator, fits_on_device, normalize, to_device
 from .manifest import Manifest
 from .training_spec import Training
@@ -103,7 +103,11 @@ def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, m
                 synchronize(device)
                 seconds += time.perf_counter() - start
                 epoch += 1
-            metrics = {"pretrain.train_loss": loss_sum.item() / round_steps, "pretrain.lr": lr, "pretrain.images_per_s": seen / seconds,
+            train_loss = loss_sum.item() / round_steps  # checked here, not every step: .item() waits for the device
+            if not math.isfinite(train_loss):  # before anything is checkpointed or logged: the last checkpoint stays a finite state
+                raise DivergedError(f"training diverged by step {step} (epoch {epoch}): train loss is {train_loss}; lower lr "
+                                    f"(now {spec.lr:g}) or warm up longer (warmup now {spec.warmup:g})")
+            metrics = {"pretrain.train_loss": train_loss, "pretrain.lr": lr, "pretrain.images_per_s": seen / seconds,
                        "pretrain.epoch": float(epoch)}
             if len(val_samples):
                 metrics["pretrain.val_top1"] = evaluate(net, val_images, val_samples, val_labels, 2 * spec.batch_size, device, resident)
