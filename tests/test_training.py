@@ -7,10 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from mlflow import MlflowClient
 
+import tiny_specs
 import transferlab as tl
-from transferlab import pipeline, training
-from transferlab.errors import CheckpointError
+from transferlab import pipeline, tracking, training
+from transferlab.errors import CheckpointError, DivergedError
 from transferlab.features import weights_digest
 from transferlab.image_cache import image_cache
 from transferlab.pipeline import PretrainSpec, parse_training
@@ -19,6 +21,8 @@ from transferlab.training_spec import Training
 
 TINY = "synthetic(branching=(2, 2, 3), train=10, val=4, test=0)"  # 8 classes, 80 training images
 BACKBONE = "timm('test_resnet')"
+
+pytest_plugins = ["mlflow_store"]  # fixtures: empty_store, store
 
 
 @pytest.fixture(autouse=True)
@@ -288,3 +292,31 @@ def test_dropout_and_drop_path_follow_the_run_seed(tmp_path):
         assert torch.equal(torch.get_rng_state(), state)  # and training leaves them as they were
         trained.append(net)
     assert same_weights(*trained)
+
+
+# ---- divergence -----------------------------------------------------------------------------------------------
+
+
+def test_a_diverging_run_stops_at_the_first_evaluation_and_checkpoints_and_logs_nothing(tmp_path):
+    logged = []
+    with pytest.raises(DivergedError, match=r"^training diverged by step 5 \(epoch 1\): train loss is (nan|inf); lower lr \(now 1e\+10\)"):
+        run(Training(epochs=2, batch_size=16, resolution=16, lr=1e10), tmp_path / "ck.pt", log=lambda m, s: logged.append(s))
+    assert logged == [] and not (tmp_path / "ck.pt").exists()
+
+
+def test_a_diverged_pretraining_run_ends_failed_and_is_never_reused(store):
+    job = tiny_specs.TINY | {"training": "train(epochs=2, batch_size=16, resolution=16, lr=1e10)"}
+    for attempt in (1, 2):  # the second request trains again (and fails again) rather than reusing the first
+        with pytest.raises(DivergedError, match="training diverged by step 5"):
+            pipeline.pretrain_run(**job)
+        runs = MlflowClient().search_runs([tracking.experiment_id()], f"tags.`{tracking.KIND}` = 'pretrain'")
+        assert len(runs) == attempt and {r.info.status for r in runs} == {"FAILED"}
+        assert all(r.data.tags[tracking.ERROR].startswith("DivergedError: training diverged") for r in runs)
+        assert "pretrain.train_loss" not in runs[0].data.metrics and not pipeline.checkpoint_path(runs[0].info.run_id).exists()
+
+
+def test_rates_no_float32_network_can_hold_and_absurd_weight_decay_are_refused():
+    assert parse_training("train(lr=1e10)").lr == 1e10  # valid: it runs and stops as diverged
+    for text in ("train(lr=1e308)", "train(lr=3.5e38)", "train(weight_decay=2)"):
+        with pytest.raises(tl.SpecError, match=r"lr must lie in \(0, 3.4e\+38\] and weight_decay in \[0, 1\]"):
+            parse_training(text)

@@ -29,3 +29,13 @@ class CheckpointError(TransferlabError):
     """A run's checkpoint cannot be read or belongs elsewhere; the run stays resumable (KILLED) and the file is kept."""
 
     run_status = "KILLED"  # how the run ends (see tracking.run_status): not a training failure
+
+
+class StorageError(TransferlabError):
+    """A disk under transferlab's cache is full or read-only: nothing half-written is kept; fix it and rerun."""
+
+    resumable = True  # the run's last checkpoint is kept; the next request resumes it
+
+
+class DivergedError(TransferlabError):
+    """Training produced a non-finite loss; the run ends FAILED and is never reused."""

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .backbones import Backbone
-from .cache import atomic_path, cache_dir, cache_key
+from .cache import atomic_path, cache_dir, cache_key, size_text
 from .devices import autocast
 from .loader import batches, normalize
 
@@ -35,7 +35,7 @@ def cached_features(key: tuple, compute: Callable[[], np.ndarray]) -> np.ndarray
     except (OSError, ValueError, EOFError):
         pass
     features = compute()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, f"{size_text(features.nbytes)} of frozen features", features.nbytes) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, features)
     return features

@@ -26,7 +26,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .cache import atomic_path, cache_dir, cache_key
+from .cache import atomic_path, cache_dir, cache_key, storage
 from .errors import DataError
 from .images import decode_serially, usable_cpus
 from .sources import Source
@@ -96,8 +96,9 @@ def read_record(path: Path, n: int) -> np.ndarray:
 
 def write_record(path: Path, filled: np.ndarray) -> None:
     """Replace the record at `path` atomically with `filled`, synced to disk first."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.packbits(filled))
+    bits = np.packbits(filled)
+    with atomic_path(path, f"the record of decoded rows {path.name}", bits.nbytes) as tmp, open(tmp, "wb") as f:
+        np.save(f, bits)
         f.flush()
         os.fsync(f.fileno())
 
@@ -105,7 +106,9 @@ def write_record(path: Path, filled: np.ndarray) -> None:
 @contextlib.contextmanager
 def build_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock beside `path`: one builder per cache file; the lock dies with its process."""
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
+    with storage(path.parent, "a build lock"):
+        lock = open(path.with_name(path.name + ".lock"), "a")
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -129,22 +132,25 @@ def fill_missing(source: Source, resolution: int, path: Path, shape: tuple[int, 
     missing = wanted[~filled[wanted]]
     if len(missing):
         with open(path, "r+b") as f:
-            decode(source, resolution, Filling(f.fileno(), images.offset, images[0].nbytes, record_path(path), filled), missing, workers)
+            filling = Filling(f.fileno(), images.offset, images[0].nbytes, record_path(path), filled, len(missing))
+            decode(source, resolution, filling, missing, workers)
 
 
 def create(path: Path, shape: tuple[int, ...]) -> None:
     """Drop the record, then put an empty sparse uint8 .npy of `shape` at `path` atomically."""
     record_path(path).unlink(missing_ok=True)  # first: a record must never describe the new file's unwritten rows
-    with atomic_path(path) as tmp:
+    with atomic_path(path, "an empty image cache file") as tmp:
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)  # seeks to the end: no pixel blocks written
 
 
 class Filling:
     """A cache file being filled: row writes from the decoding threads, and a record that names rows only once on disk."""
 
-    def __init__(self, fd: int, offset: int, row_bytes: int, record: Path, filled: np.ndarray):
-        """Write rows of `row_bytes` from byte `offset` of the open file `fd`; `filled` is what `record` already marks."""
+    def __init__(self, fd: int, offset: int, row_bytes: int, record: Path, filled: np.ndarray, rows: int):
+        """Write `rows` rows of `row_bytes` from byte `offset` of the open file `fd`; `filled` is what `record` already marks."""
         self.fd, self.offset, self.row_bytes, self.record, self.filled = fd, offset, row_bytes, record, filled
+        # what a full disk's StorageError says: the folder, and the bytes of every row this build writes
+        self.room = (record.parent, "the decoded images", rows * row_bytes)
         self.written: list[np.ndarray] = []  # rows whose pixels were written, appended by the decoding threads
         self.saved = 0  # how many entries of `written` the record on disk includes
         self.saved_at = time.monotonic()
@@ -153,8 +159,9 @@ class Filling:
         """Write the pixels of sorted `rows` in place, one pwrite per run of consecutive rows, then note the rows."""
         data = memoryview(np.ascontiguousarray(pixels)).cast("B")
         starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1).tolist()  # the first row of every run
-        for first, end in zip(starts, starts[1:] + [len(rows)]):
-            pwrite_all(self.fd, data[first * self.row_bytes:end * self.row_bytes], self.offset + int(rows[first]) * self.row_bytes)
+        with storage(*self.room):
+            for first, end in zip(starts, starts[1:] + [len(rows)]):
+                pwrite_all(self.fd, data[first * self.row_bytes:end * self.row_bytes], self.offset + int(rows[first]) * self.row_bytes)
         self.written.append(rows)  # atomic: the decoding threads may append at once
 
     def save_if_due(self) -> None:
@@ -167,7 +174,8 @@ class Filling:
         count = len(self.written)
         if count == self.saved:
             return
-        os.fdatasync(self.fd)
+        with storage(*self.room):
+            os.fdatasync(self.fd)
         self.filled[np.concatenate(self.written[self.saved:count])] = True
         write_record(self.record, self.filled)
         self.saved, self.saved_at = count, time.monotonic()

@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .backbones import Backbone
-from .cache import atomic_path
+from .cache import atomic_path, size_text
 from .devices import autocast, prepare, resolve_device, seeded, synchronize
-from .errors import CheckpointError
+from .errors import CheckpointError, DivergedError
 from .loader import augment, batches, epoch_generator, fits_on_device, normalize, to_device
 from .manifest import Manifest
 from .training_spec import Training
@@ -103,7 +103,11 @@ def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, m
                 synchronize(device)
                 seconds += time.perf_counter() - start
                 epoch += 1
-            metrics = {"pretrain.train_loss": loss_sum.item() / round_steps, "pretrain.lr": lr, "pretrain.images_per_s": seen / seconds,
+            train_loss = loss_sum.item() / round_steps  # checked here, not every step: .item() waits for the device
+            if not math.isfinite(train_loss):  # before anything is checkpointed or logged: the last checkpoint stays a finite state
+                raise DivergedError(f"training diverged by step {step} (epoch {epoch}): train loss is {train_loss}; lower lr "
+                                    f"(now {spec.lr:g}) or warm up longer (warmup now {spec.warmup:g})")
+            metrics = {"pretrain.train_loss": train_loss, "pretrain.lr": lr, "pretrain.images_per_s": seen / seconds,
                        "pretrain.epoch": float(epoch)}
             if len(val_samples):
                 metrics["pretrain.val_top1"] = evaluate(net, val_images, val_samples, val_labels, 2 * spec.batch_size, device, resident)
@@ -175,8 +179,18 @@ def save_checkpoint(path: Path, key: str, model: torch.nn.Module, optimizer: tor
         "step": step, "epoch": epoch, "history": history,
         "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []},
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    size = state_bytes(state)
+    with atomic_path(path, f"a {size_text(size)} checkpoint", size) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)  # into a Python file, so a full disk's OSError is the context of torch's RuntimeError
+
+
+def state_bytes(state) -> int:
+    """Bytes of the tensors in a nested dict or list: about what a checkpoint of it takes on disk."""
+    if isinstance(state, torch.Tensor):
+        return state.nbytes
+    if isinstance(state, dict):
+        return sum(map(state_bytes, state.values()))
+    return sum(map(state_bytes, state)) if isinstance(state, list | tuple) else 0
 
 
 def load_checkpoint(path: Path, key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int, list[dict]]:

@@ -7,6 +7,11 @@ from .components import Component
 from .errors import SpecError
 
 DEFAULT_EPOCHS = 3  # the length when neither epochs nor steps is given
+# Bounds that refuse rates no float32 network can hold (3.4e38 is float32's largest number: a larger lr is inf in the
+# optimizer's arithmetic). A merely too high rate (lr=1e10) is valid input: it runs, and the loop stops it as diverged
+# with a message saying so. Weight decay above 1 is far beyond any recipe (5e-4 for SGD, 0.05 for AdamW): a typo.
+MAX_LR = 3.4e38
+MAX_WEIGHT_DECAY = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +54,9 @@ class Training(Component):
             raise SpecError("train: epochs or steps must be at least 1")
         if self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise SpecError("train: needs batch_size >= 1, lr > 0, weight_decay >= 0 and 0 <= momentum < 1")
+        if not 0 < self.lr <= MAX_LR or not 0 <= self.weight_decay <= MAX_WEIGHT_DECAY:
+            raise SpecError(f"train: lr must lie in (0, {MAX_LR:g}] and weight_decay in [0, {MAX_WEIGHT_DECAY:g}], got lr={self.lr}, "
+                            f"weight_decay={self.weight_decay}")
         if not 0 <= self.warmup < 1 or not 0 <= self.label_smoothing < 1:
             raise SpecError("train: warmup (a fraction of all steps) and label_smoothing must lie in [0, 1)")
         if not 8 <= self.resolution <= 1024:

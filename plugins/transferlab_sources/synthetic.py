@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import itertools
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -132,8 +133,11 @@ class Synthetic(Source):
     def write_cache(self, path: Path) -> None:
         """Generate every image into a temporary .npy beside `path`, then move it into place."""
         jobs = self.jobs()
-        with atomic_path(path) as tmp:
+        size = math.prod(self.array_shape)
+        with atomic_path(path, f"the images of {self.spec()}", size) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=self.array_shape)
+            with open(tmp, "r+b") as f:  # reserve the disk first: a store into a page of the map that the disk has no room for is SIGBUS
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
             with ThreadPoolExecutor(max_workers=workers()) as pool, \
                     Progress(console=Console(stderr=True), transient=True, disable=len(out) < SHOW_PROGRESS_FROM) as progress:
                 task = progress.add_task(f"generating {self.spec()}", total=len(out))

@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from transferlab.cache import cache_dir
+from transferlab.cache import cache_dir, storage
 from transferlab.errors import DataError
 
 if TYPE_CHECKING:
@@ -75,12 +75,18 @@ def stage_wordnet(folder: Path) -> Path:
     if not is_staged(folder, target, files):
         tmp = target.with_name(f".wordnet.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for name in files:
-            shutil.copyfile(folder / name, tmp / name)  # copies, never links: nltk refuses links out of its data path
-        (tmp / "lexnames").write_text("".join(f"{i:02d}\t{name}\t{POS.index(name.split('.')[0]) + 1}\n" for i, name in enumerate(LEXNAMES)))
-        for path in (data_root, tmp.parent, tmp, *tmp.iterdir()):
-            path.chmod(0o755 if path.is_dir() else 0o644)  # nltk refuses group- or world-writable data
+        try:
+            with storage(data_root, "a copy of WordNet", sum((folder / f).stat().st_size for f in files)):
+                tmp.mkdir(parents=True)
+                for name in files:
+                    shutil.copyfile(folder / name, tmp / name)  # copies, never links: nltk refuses links out of its data path
+                table = "".join(f"{i:02d}\t{name}\t{POS.index(name.split('.')[0]) + 1}\n" for i, name in enumerate(LEXNAMES))
+                (tmp / "lexnames").write_text(table)
+                for path in (data_root, tmp.parent, tmp, *tmp.iterdir()):
+                    path.chmod(0o755 if path.is_dir() else 0o644)  # nltk refuses group- or world-writable data
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a half copy would never be used
+            raise
         shutil.rmtree(target, ignore_errors=True)
         try:
             tmp.rename(target)
