@@ -29,5 +29,5 @@ if ! has_wordnet; then
   has_wordnet || .venv/bin/python -W ignore -m nltk.downloader -q wordnet >/dev/null 2>&1 || true  # into nltk's data path
   has_wordnet || fail "the tests need WordNet 3.0: run this as root on Debian (it installs wordnet-base and wordnet-sense-index)," \
     "let nltk's downloader reach ${NLTK_DOWNLOAD_URL:-https://raw.githubusercontent.com/nltk/nltk_data}," \
-    "or point TRANSFERLAB_WORDNET_DIR at a WordNet 3.0 dict folder"
+    "or point TRANSFERLAB_WORDNET_DIR${TRANSFERLAB_WORDNET_DIR:+ (now $TRANSFERLAB_WORDNET_DIR)} at a WordNet 3.0 dict folder"
 fi
