@@ -1,4 +1,4 @@
-"""Shared fixtures: every test gets its own cache folder and a fresh plugin registry."""
+"""Shared fixtures: every test gets its own cache folder and a fresh plugin registry; WordNet for those that ask."""
 
 import os
 
@@ -8,8 +8,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from transferlab import DataIndex, plugins  # noqa: E402
+from transferlab import DataError, DataIndex, plugins  # noqa: E402
 from transferlab.devices import resolve_device  # noqa: E402
+from transferlab_wordnet.access import wordnet  # noqa: E402
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # one thread per worker: 2 workers × 2 threads on 2 cores slows small ops many times over
@@ -23,6 +24,22 @@ def isolated(tmp_path_factory, monkeypatch):
     plugins.reset()
     yield
     plugins.reset()
+
+
+@pytest.fixture(scope="session")
+def loaded_wordnet(tmp_path_factory):
+    """WordNet 3.0 for the tests that need it (they ask for this fixture), loaded once per process into a session folder.
+
+    Missing WordNet fails each of them with one line, never skips them: the README's test command sets WordNet up.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRANSFERLAB_CACHE", str(tmp_path_factory.mktemp("wordnet-cache")))  # the per-test cache folders come later
+        try:
+            return wordnet()
+        except DataError as error:
+            missing = str(error)
+    # Failing outside `except` prints no chained traceback: the message alone.
+    pytest.fail(f"{missing}. `bash tests/setup.sh` (the README's test command) sets it up", pytrace=False)
 
 
 def make_index(counts, val=2, test=0) -> DataIndex:

@@ -30,3 +30,5 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert "pip install" in setup and "pytest" in tests
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert tests.strip() in ci_lines
+    assert tests.startswith("bash tests/setup.sh && ")  # the command sets up what it needs on a fresh machine ...
+    assert not [line for line in ci_lines if line != tests.strip() and re.search(r"apt-get|pip install", line)]  # ... so CI adds nothing

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -35,6 +36,7 @@ def test_classes_maps_synthetic_leaves_through_a_policy():
     assert "circle/red/solid" not in data["mapping"] and data["mapping"]["star/lime/dots"] == "star/lime/dots"
 
 
+@pytest.mark.usefixtures("loaded_wordnet")
 def test_imagenet_top_down_127_mapping_without_images():
     out = invoke("classes", "--classes", "imagenet-1k", "--policy", "wordnet_level(classes=127, method='top_down')", "--json")
     assert out.exit_code == 0, out.output
@@ -50,6 +52,7 @@ def test_imagenet_top_down_127_mapping_without_images():
     assert "1000 → 127 classes" in table.output and "218" in table.output
 
 
+@pytest.mark.usefixtures("loaded_wordnet")
 def test_imagenet_tree_follows_first_hypernyms(tmp_path):
     out = invoke("tree", "--classes", "imagenet-1k", "--depth", "4", "--out", str(tmp_path / "in1k.png"))
     assert out.exit_code == 0, out.output

@@ -71,6 +71,7 @@ def write_flat_val(root: Path, truth: list[int]) -> None:
     write_devkit(root, truth)
 
 
+@pytest.mark.usefixtures("loaded_wordnet")
 def test_imagenet_flat_val_is_labelled_by_the_devkit_and_becomes_the_test_split(tmp_path):
     root = write_imagenet_train(tmp_path / "imagenet")
     write_flat_val(root, [2, 1, 3, 3, 1, 2])
@@ -243,6 +244,7 @@ def write_tiny(root: Path, val: dict[str, str] | None = None) -> Path:
     return root
 
 
+@pytest.mark.usefixtures("loaded_wordnet")
 def test_tiny_imagenet_val_annotations_become_the_test_split(tmp_path):
     src = TinyImageNet(str(write_tiny(tmp_path / "tiny-imagenet-200")), val_fraction=0.25)
     index = src.index
@@ -451,6 +453,7 @@ def under(wnid: str, *names: str) -> bool:
     return any(resolve(n) in all_ancestors(wnid) for n in names)
 
 
+@pytest.mark.usefixtures("loaded_wordnet")
 def test_cifar100_synsets_exist_and_fit_their_classes():
     assert list(CIFAR100_SYNSETS) == FINE
     wnids = [wnid for wnid, _ in CIFAR100_SYNSETS.values()]
@@ -464,6 +467,7 @@ def test_cifar100_synsets_exist_and_fit_their_classes():
             assert name in lemmas or name.removesuffix("_tree") in lemmas, (name, lemmas)
 
 
+@pytest.mark.usefixtures("loaded_wordnet")
 def test_cifar100_synsets_lie_under_their_superclasses():
     for coarse, names in SUPERCLASSES.items():
         for name in names:
@@ -480,6 +484,7 @@ def test_cifar100_synsets_lie_under_their_superclasses():
     assert ancestry == [("whale", "dolphin")]
 
 
+@pytest.mark.usefixtures("loaded_wordnet")
 def test_fashion_mnist_synsets_exist_and_fit_their_classes():
     expected_lemma = {"T-shirt/top": "T-shirt", "Trouser": "trouser", "Pullover": "pullover", "Dress": "dress", "Coat": "coat",
                       "Sandal": "sandal", "Shirt": "shirt", "Sneaker": "sneaker", "Bag": "bag", "Ankle boot": "boot"}

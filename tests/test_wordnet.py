@@ -6,8 +6,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from test_tree_policies import check_coarsened, check_halves, halves
 from transferlab import (
-    ClassTree,
     DataError,
     Manifest,
     PolicyError,
@@ -39,13 +39,7 @@ IMAGENET = "class_list('imagenet-1k')"
 BOTTOM_UP = [999, 977, 918, 877, 820, 753, 694, 596, 486, 345, 206, 79, 36, 17, 9, 5, 2, 1]
 DOG, CANINE, CHIHUAHUA, TABBY, TENCH, SUN = "n02084071", "n02083346", "n02085620", "n02123045", "n01440764", "n09450163"
 
-
-@pytest.fixture(scope="session", autouse=True)
-def loaded_wordnet(tmp_path_factory):
-    """WordNet loaded once per test process, staged into a session folder (the per-test cache folders come later)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRANSFERLAB_CACHE", str(tmp_path_factory.mktemp("wordnet-cache")))
-        return wordnet()
+pytestmark = pytest.mark.usefixtures("loaded_wordnet")  # every test here needs WordNet; test_tree_policies.py holds those that do not
 
 
 @pytest.fixture(scope="session")
@@ -177,46 +171,6 @@ def test_levels_chain_with_other_policies():
 
 # --- coarsen -----------------------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class TreeSource(Source):
-    """One sample per leaf of a nested-folder tree given as paths ('a/b/c')."""
-
-    name = "tree_source"
-    paths: tuple[str, ...] = ()
-
-    def build_index(self) -> DataIndex:
-        n = len(self.paths)
-        return DataIndex(np.arange(n), np.zeros(n), self.paths, tuple(p.rsplit("/", 1)[-1] for p in self.paths))
-
-    def build_tree(self) -> ClassTree:
-        return ClassTree.from_paths([p.split("/") for p in self.paths])
-
-
-def uneven_paths(seed: int) -> tuple[str, ...]:
-    """A random nested-folder tree: uneven depths and fan-outs."""
-    rng = np.random.default_rng(seed)
-    paths, frontier = [], [""]
-    while frontier and len(paths) < 60:
-        prefix = frontier.pop(0)
-        for i in range(int(rng.integers(1, 6))):
-            node = f"{prefix}{'/' if prefix else ''}{chr(97 + i)}"
-            (frontier if rng.random() < 0.4 and node.count("/") < 5 else paths).append(node)
-    return tuple(paths + [f"{p}/z" for p in frontier])
-
-
-def check_coarsened(src: Source | str, chain: str, k: int) -> Manifest:
-    """Exactly k classes with unique ids; every merged class is a tree node holding all its members."""
-    src = source(src) if isinstance(src, str) else src
-    m, tree = make_manifest(src, policies(chain)), src.tree
-    assert m.num_classes == k and len(set(m.classes)) == k
-    for new, class_id in enumerate(m.classes):
-        members = np.flatnonzero(m.class_map == new)
-        if len(members) > 1:
-            node = tree.node(class_id)
-            assert all(node in tree.ancestors(int(tree.class_nodes[c])) for c in members)
-    return m
-
-
 @pytest.mark.parametrize("k", [1, 2, 9, 100, 127, 999, 1000])
 def test_coarsen_imagenet_to_exactly_k(k):
     check_coarsened(IMAGENET, f"coarsen(k={k})", k)
@@ -226,29 +180,6 @@ def test_coarsen_keeps_classes_balanced():
     m = check_coarsened(IMAGENET, "coarsen(k=100)", 100)
     assert m.class_counts().max() <= 17  # the largest of any 100-way cut of the tree: 10 is the mean
     assert check_coarsened(IMAGENET, "wordnet_level(classes=127, method='top_down') | coarsen(k=40)", 40).class_counts().max() == 218
-
-
-@pytest.mark.parametrize("k", [1, 3, 4, 5, 16, 17, 63, 64])
-def test_coarsen_synthetic_tree(k):
-    m = check_coarsened("synthetic(train=1, val=0, test=0)", f"coarsen(k={k})", k)
-    if k in (4, 16):  # the four shapes, the sixteen shape/hue nodes: perfectly balanced cuts
-        assert set(m.class_counts().tolist()) == {64 // k}
-    if k == 5:
-        assert sorted(m.class_counts().tolist()) == [4, 12, 16, 16, 16]
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_coarsen_uneven_folder_trees(seed):
-    src = TreeSource(uneven_paths(seed))
-    for k in sorted({1, 2, 3, src.index.num_classes // 3, src.index.num_classes - 1, src.index.num_classes}):
-        check_coarsened(src, f"coarsen(k={k})", k)
-
-
-def test_coarsen_errors():
-    with pytest.raises(PolicyError, match="only 64"):
-        run("coarsen(k=65)", "synthetic(train=1, val=0, test=0)")
-    with pytest.raises(SpecError):
-        policies("coarsen(k=0)")
 
 
 def test_coarsen_21k_style_classes_that_are_ancestors(tmp_path):
@@ -365,26 +296,6 @@ def test_policies_apply_directly_to_a_subset():
 
 # --- split(how='min_overlap') ------------------------------------------------------------------------------------------
 
-def halves(src: Source, how: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Source class numbers kept by part A and by part B."""
-    a, b = (make_manifest(src, policies(f"split(part={p!r}, how={how!r})"), seed) for p in "AB")
-    return np.flatnonzero(a.class_map >= 0), np.flatnonzero(b.class_map >= 0)
-
-
-def check_halves(src: Source, a: np.ndarray, b: np.ndarray) -> None:
-    """Disjoint, together all classes, sizes within 5% of the classes; part A holds the first class."""
-    n = src.index.num_classes
-    assert not set(a) & set(b) and len(a) + len(b) == n and 0 in a
-    assert abs(len(a) - len(b)) <= max(n % 2, int(0.05 * n))
-
-
-def test_split_overlap_counts_shared_tree_nodes():
-    tree = ClassTree.from_paths([p.split("/") for p in ("a/x", "a/y", "b/z", "b/w")])
-    assert split_overlap(tree, [0, 1], [2, 3]) == 0
-    assert split_overlap(tree, [0, 2], [1, 3]) == 2
-    assert split_overlap(tree, [0], [1]) == 1
-
-
 def test_min_overlap_split_of_imagenet_shares_far_less_of_the_tree_than_random():
     src = source(IMAGENET)
     a, b = halves(src, "min_overlap")
@@ -392,21 +303,6 @@ def test_min_overlap_split_of_imagenet_shares_far_less_of_the_tree_than_random()
     shared = split_overlap(src.tree, a, b)
     randomly = [split_overlap(src.tree, *halves(src, "random", seed)) for seed in range(3)]
     assert shared <= 5 and min(randomly) >= 50 * shared
-
-
-def test_min_overlap_split_of_the_synthetic_tree_shares_nothing():
-    src = source("synthetic(train=1, val=0, test=0)")
-    a, b = halves(src, "min_overlap")
-    check_halves(src, a, b)
-    assert split_overlap(src.tree, a, b) == 0 and split_overlap(src.tree, *halves(src, "random")) >= 15  # of 20 inner nodes
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_min_overlap_split_of_uneven_folder_trees(seed):
-    src = TreeSource(uneven_paths(seed))
-    a, b = halves(src, "min_overlap")
-    check_halves(src, a, b)
-    assert split_overlap(src.tree, a, b) <= split_overlap(src.tree, *halves(src, "random"))
 
 
 def test_min_overlap_split_of_merged_classes():

@@ -8,10 +8,18 @@ import pytest
 
 from transferlab import DataError
 from transferlab.cache import cache_dir
-from transferlab_wordnet.access import DEBIAN_DIR, LEXNAMES, OPTIONAL_FILES, REQUIRED_FILES, WORDNET_DIR_ENV, load_wordnet, stage_wordnet
+from transferlab_wordnet.access import LEXNAMES, OPTIONAL_FILES, REQUIRED_FILES, WORDNET_DIR_ENV, find_wordnet, load_wordnet, stage_wordnet
 
-pytestmark = pytest.mark.skipif(not (Path(DEBIAN_DIR) / "index.sense").is_file(),
-                                reason=f"needs WordNet 3.0 in {DEBIAN_DIR} (apt-get install wordnet-base wordnet-sense-index)")
+
+@pytest.fixture
+def database(loaded_wordnet, tmp_path):
+    """A WordNet database folder: a copy of the files of the WordNet the tests load, wherever that came from."""
+    folder = tmp_path / "dict"
+    folder.mkdir()
+    for name in REQUIRED_FILES + OPTIONAL_FILES:
+        with loaded_wordnet.root.join(name).open() as file:  # nltk's path pointers read folders and zip files alike
+            (folder / name).write_bytes(file.read())
+    return folder
 
 
 @pytest.fixture
@@ -21,16 +29,8 @@ def no_nltk_data(monkeypatch):
     monkeypatch.delenv("NLTK_DATA", raising=False)
 
 
-def copy_database(folder: Path) -> Path:
-    """A copy of the Debian WordNet database folder."""
-    folder.mkdir(parents=True)
-    for name in REQUIRED_FILES + OPTIONAL_FILES:
-        shutil.copyfile(Path(DEBIAN_DIR) / name, folder / name)
-    return folder
-
-
-def test_a_database_folder_is_staged_as_copies_and_loaded(tmp_path, monkeypatch, no_nltk_data):
-    monkeypatch.setenv(WORDNET_DIR_ENV, str(copy_database(tmp_path / "dict")))
+def test_a_database_folder_is_staged_as_copies_and_loaded(database, monkeypatch, no_nltk_data):
+    monkeypatch.setenv(WORDNET_DIR_ENV, str(database))
     reader = load_wordnet()
     assert reader.synset_from_pos_and_offset("n", 1440764).name() == "tench.n.01"
     assert reader.synset("dog.n.01").lexname() == "noun.animal"
@@ -40,11 +40,10 @@ def test_a_database_folder_is_staged_as_copies_and_loaded(tmp_path, monkeypatch,
     assert len(lexnames) == len(LEXNAMES) == 45 and lexnames[5] == "05\tnoun.animal\t1" and lexnames[-1] == "44\tadj.ppl\t3"
 
 
-def test_staging_twice_copies_once(tmp_path, no_nltk_data):
-    folder = copy_database(tmp_path / "dict")
-    first = stage_wordnet(folder)
+def test_staging_twice_copies_once(database, no_nltk_data):
+    first = stage_wordnet(database)
     stamp = (Path(first) / "data.noun").stat().st_mtime_ns
-    assert stage_wordnet(folder) == first and (Path(first) / "data.noun").stat().st_mtime_ns == stamp
+    assert stage_wordnet(database) == first and (Path(first) / "data.noun").stat().st_mtime_ns == stamp
 
 
 def test_without_wordnet_the_error_names_both_routes(tmp_path, monkeypatch, no_nltk_data):
@@ -57,8 +56,14 @@ def test_without_wordnet_the_error_names_both_routes(tmp_path, monkeypatch, no_n
     assert WORDNET_DIR_ENV in message and "data.noun" in message
 
 
-def test_nltk_data_comes_first(tmp_path, monkeypatch, no_nltk_data):
-    staged = stage_wordnet(copy_database(tmp_path / "dict"))
+def test_find_wordnet_names_the_folder_to_stage_and_stages_nothing(database, tmp_path, monkeypatch, no_nltk_data):
+    monkeypatch.setenv(WORDNET_DIR_ENV, str(database))
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "fresh-cache"))
+    assert find_wordnet() == database and not (tmp_path / "fresh-cache").exists()
+
+
+def test_nltk_data_comes_first(database, tmp_path, monkeypatch, no_nltk_data):
+    staged = stage_wordnet(database)
     shutil.copytree(staged, tmp_path / "nltk_data" / "corpora" / "wordnet")
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "nltk_data")])
     monkeypatch.setenv(WORDNET_DIR_ENV, str(tmp_path / "nowhere"))
@@ -67,10 +72,9 @@ def test_nltk_data_comes_first(tmp_path, monkeypatch, no_nltk_data):
     assert not (tmp_path / "fresh-cache" / "nltk_data").exists()
 
 
-def test_another_wordnet_version_is_refused(tmp_path, monkeypatch, no_nltk_data):
-    folder = copy_database(tmp_path / "dict")
-    data_adj = folder / "data.adj"
+def test_another_wordnet_version_is_refused(database, monkeypatch, no_nltk_data):
+    data_adj = database / "data.adj"
     data_adj.write_text(data_adj.read_text().replace("WordNet 3.0 Copyright", "WordNet 3.1 Copyright", 1))
-    monkeypatch.setenv(WORDNET_DIR_ENV, str(folder))
+    monkeypatch.setenv(WORDNET_DIR_ENV, str(database))
     with pytest.raises(DataError, match="version 3.1"):
         load_wordnet()

@@ -46,14 +46,19 @@ def wordnet() -> "WordNetReader":
 
 
 def load_wordnet() -> "WordNetReader":
-    """A fresh reader: nltk's own `corpora/wordnet` if present, else a staged database folder, else a DataError."""
+    """A fresh reader on the WordNet `find_wordnet` names, a database folder staged first."""
+    found = find_wordnet()
+    return open_reader(stage_wordnet(found) if isinstance(found, Path) else found)
+
+
+def find_wordnet():
+    """nltk's own `corpora/wordnet` (an nltk path pointer) if present, else the database folder to stage, else a DataError."""
     import nltk
 
     try:
-        root = nltk.data.find("corpora/wordnet")
+        return nltk.data.find("corpora/wordnet")
     except LookupError:
-        root = stage_wordnet(database_dir())
-    return open_reader(root)
+        return database_dir()
 
 
 def database_dir() -> Path:
