@@ -173,3 +173,30 @@ def test_http_requests_to_a_tracking_server_are_bounded(monkeypatch):
     monkeypatch.setenv(tracking.TRACKING_WAIT_ENV, "soon")
     with pytest.raises(tracking.TransferlabError, match="TRANSFERLAB_TRACKING_WAIT must be a number"):
         tracking.check_store()
+
+
+def test_a_full_disk_mid_training_ends_the_run_failed_keeps_its_checkpoint_and_the_rerun_resumes_it(store, monkeypatch):
+    from transferlab import training
+    from transferlab.errors import StorageError
+
+    real, saves = training.save_checkpoint, []
+
+    def full_at_the_second_checkpoint(path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 2:
+            raise StorageError(f"no space left in {path.parent}: writing a checkpoint needs 3.0 MB, 0 B free")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(training, "save_checkpoint", full_at_the_second_checkpoint)
+    spec = dict(TINY, training=TRAINING.format(epochs=3))
+    with pytest.raises(StorageError, match="no space left"):
+        pipeline.pretrain_run(**spec, experiment="full")
+    [failed] = all_runs()
+    assert failed.info.status == "FAILED" and failed.data.tags[tracking.RESUMABLE_FAILURE] == "true"
+    assert failed.data.tags[tracking.ERROR].startswith("StorageError: no space left")
+    assert torch.load(pipeline.checkpoint_path(failed.info.run_id), weights_only=True)["step"] == 5  # epoch 1, kept
+
+    assert pipeline.pretrain_run(**spec, experiment="full") == failed.info.run_id  # room again: the same run resumes
+    run = MlflowClient().get_run(failed.info.run_id)
+    assert run.info.status == "FINISHED" and tracking.RESUMABLE_FAILURE not in run.data.tags and tracking.ERROR not in run.data.tags
+    assert sorted(m.value for m in MlflowClient().get_metric_history(run.info.run_id, "pretrain.epoch")) == [1.0, 2.0, 3.0]

@@ -22,7 +22,7 @@ from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from rich.console import Console
 
-from .cache import cache_dir
+from .cache import cache_dir, storage
 from .errors import TransferlabError
 from .manifest import Manifest
 from .run_owners import HEARTBEAT, HOST, PID, STALE_ENV, heartbeats, is_mine, live_owner, owner_tags, stale_after
@@ -213,7 +213,9 @@ def why_stopped(run: Run) -> str:
 def key_lock(key: str, *, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on a run key (on this host) while a run with that key is found, trained and ended; if another
     process holds it, wait for it (with a message), or with `wait=False` fail."""
-    with open(cache_dir("locks") / f"{key}.lock", "w") as f:
+    with storage(cache_dir("locks"), "a run lock"):
+        f = open(cache_dir("locks") / f"{key}.lock", "w")
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
