@@ -20,6 +20,7 @@ from .defaults import DEFAULTS
 from .errors import SpecError, TransferlabError
 from .plugins import get_registry
 from .policies import make_manifest
+from .specs import excerpt
 from .subset import seed_value
 
 console = Console()
@@ -32,12 +33,19 @@ class CLI(click.Group):
         try:
             return super().invoke(ctx)
         except TransferlabError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(error_line(exc), err=True)
             ctx.exit(2)
 
 
+def error_line(exc: TransferlabError) -> str:
+    """What the CLI prints for a user error: `Error: ...`, with surrogates (bytes from argv that are not UTF-8) escaped,
+    since a strict stream cannot write them."""
+    return f"Error: {exc}".encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class Seed(click.ParamType):
-    """A seed: an integer >= 0; integral floats such as 1.0 (what an MLflow Project's float parameter passes) count too."""
+    """A seed: an integer in 0..2**63-1; whole numbers written as floats, such as 1.0 (what an MLflow Project's float
+    parameter passes), count too, read exactly."""
 
     name = "integer"
 
@@ -45,7 +53,7 @@ class Seed(click.ParamType):
         try:
             return seed_value(value)
         except SpecError:
-            self.fail(f"{value!r} is not a whole number >= 0 (a seed such as 0, 1 or 1.0)", param, ctx)
+            self.fail(f"{excerpt(str(value))} is not a whole number >= 0 below 2**63 (a seed such as 0, 1 or 1.0)", param, ctx)
 
 
 SEED = Seed()

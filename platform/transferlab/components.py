@@ -9,6 +9,9 @@ from functools import cache
 from typing import Any, ClassVar, Literal
 
 from .errors import SpecError
+from .specs import EXCERPT_CHARS, SURROGATE, excerpt
+
+MAX_INT = 2**63 - 1  # every int parameter fits a signed 64-bit integer (numpy, torch and MLflow store them so)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +41,7 @@ class Component:
         declared = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(params) - set(declared))
         if unknown:
-            raise SpecError(f"{cls.kind} '{cls.name}' has no parameter {', '.join(map(repr, unknown))}; expected {signature(cls)}")
+            raise SpecError(f"{cls.kind} '{cls.name}' has no parameter {', '.join(map(excerpt, unknown))}; expected {signature(cls)}")
         missing = [n for n, f in declared.items() if n not in params and _is_required(f)]
         if missing:
             raise SpecError(f"{cls.kind} '{cls.name}' is missing {', '.join(map(repr, missing))}; expected {signature(cls)}")
@@ -107,8 +110,19 @@ def coerce(component: str, field: str, value: Any, tp: Any) -> Any:
     """Return `value` converted to the annotated type, or raise SpecError naming the field."""
     try:
         return _coerce(value, tp)
-    except (TypeError, ValueError) as exc:
-        raise SpecError(f"{component}: parameter '{field}' expects {type_name(tp)}, got {value!r} ({exc})") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SpecError(f"{component}: parameter '{field}' expects {type_name(tp)}, got {shown(value)} ({exc})") from None
+
+
+def shown(value: Any) -> str:
+    """A bounded one-line rendering of a parameter value for error messages (safe for ints too long to print)."""
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        return f"an integer of {value.bit_length():,} bits"
+    try:
+        text = repr(value)
+    except ValueError:  # a container holding an int over Python's 4300-digit limit for decimal text
+        return f"a {type(value).__name__} holding an integer too long to print"
+    return text if len(text) <= EXCERPT_CHARS else f"{text[:EXCERPT_CHARS]}... ({len(text):,} characters)"
 
 
 def _coerce(value: Any, tp: Any) -> Any:
@@ -127,7 +141,7 @@ def _coerce(value: Any, tp: Any) -> Any:
         for arg in typing.get_args(tp):
             try:
                 return _coerce(value, arg)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 continue
         raise TypeError(f"{type(value).__name__} matches none of the alternatives")
     if origin is tuple:
@@ -145,6 +159,8 @@ def _coerce(value: Any, tp: Any) -> Any:
         raise TypeError(f"{type(value).__name__} is not a bool")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:
+                raise ValueError("ints must lie within ±(2**63 - 1)")
             return value
         raise TypeError(f"{type(value).__name__} is not an int")
     if tp is float:
@@ -155,6 +171,9 @@ def _coerce(value: Any, tp: Any) -> Any:
         raise TypeError(f"{type(value).__name__} is not a number")
     if tp is str:
         if isinstance(value, str):
+            bad = SURROGATE.search(value)
+            if bad:  # such text cannot be encoded (digests, MLflow, file names), so it is refused here
+                raise ValueError(f"{bad.group()!r} at position {bad.start()} is a lone surrogate, not text")
             return value
         raise TypeError(f"{type(value).__name__} is not a str")
     raise TypeError(f"unsupported annotation {tp!r}")

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from .components import Component, signature
 from .errors import PluginError, SpecError
-from .specs import Call, parse_chain, parse_one
+from .specs import EXCERPT_CHARS, Call, excerpt, parse_chain, parse_one
 
 KIND_HOOKS = {
     "source": "register_sources",
@@ -56,9 +56,9 @@ class Registry:
         entries = self._entries[kind]
         if name in entries:
             return entries[name].cls
-        close = difflib.get_close_matches(name, entries, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, entries, n=3, cutoff=0.5) if len(name) <= EXCERPT_CHARS else []
         hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise SpecError(f"unknown {kind} '{name}': {hint}registered: {', '.join(sorted(entries)) or 'none'}")
+        raise SpecError(f"unknown {kind} {excerpt(name)}: {hint}registered: {', '.join(sorted(entries)) or 'none'}")
 
     def build(self, kind: str, call: Call) -> Component:
         """Instantiate a parsed call; positional values fill fields in declaration order; unknown names may be aliases."""

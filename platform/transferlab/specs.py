@@ -2,9 +2,15 @@
 
 import ast
 import dataclasses
+import re
 from typing import Any
 
 from .errors import SpecError
+
+MAX_SPEC_CHARS = 10_000  # longer text is refused before parsing: the parser's time, memory and recursion grow with it
+MAX_CHAIN_STEPS = 200  # steps of one `|` chain; no study needs more, and deeper trees exhaust the recursion limit
+EXCERPT_CHARS = 60  # what error messages show of a spec or value
+SURROGATE = re.compile("[\ud800-\udfff]")  # what Python makes of bytes that are not UTF-8 (argv, file names)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,15 +22,24 @@ class Call:
     kwargs: tuple[tuple[str, Any], ...] = ()
 
 
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """`repr` of text cut to about `limit` characters (with its length when cut): printable, escaped, one line."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
 def parse_chain(text: str) -> list[Call]:
     """Parse `a | b(k=v) | ...` into calls, left to right."""
-    tree = _parse(text)
+    source, tree = _parse(text)
     calls = []
     node = tree.body
     while isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
-        calls.append(_call(node.right, text))
+        if len(calls) + 2 > MAX_CHAIN_STEPS:  # this node's two sides and the steps already taken
+            raise SpecError(f"spec {excerpt(source)} chains more than {MAX_CHAIN_STEPS} steps; at most {MAX_CHAIN_STEPS} are allowed")
+        calls.append(_call(node.right, source))
         node = node.left
-    calls.append(_call(node, text))
+    calls.append(_call(node, source))
     return calls[::-1]
 
 
@@ -32,39 +47,57 @@ def parse_one(text: str) -> Call:
     """Parse a single `name(k=v)`; a chain is an error."""
     calls = parse_chain(text)
     if len(calls) > 1:
-        raise SpecError(f"expected one component, got a chain of {len(calls)}: {text!r}")
+        raise SpecError(f"expected one component, got a chain of {len(calls)}: {excerpt(text)}")
     return calls[0]
 
 
-def _parse(text: str) -> ast.Expression:
+def _parse(text: str) -> tuple[str, ast.Expression]:
+    """The stripped text and its expression tree; every way the text can be refused is a SpecError."""
     if not isinstance(text, str) or not text.strip():
         raise SpecError("empty spec: expected `name` or `name(key=value, ...)`")
+    source = text.strip()
+    if len(source) > MAX_SPEC_CHARS:
+        raise SpecError(f"spec {excerpt(source)} is too long: at most {MAX_SPEC_CHARS:,} characters")
+    bad = SURROGATE.search(source)
+    if bad:
+        raise SpecError(f"spec {excerpt(source)} holds a byte that is not UTF-8 ({bad.group()!r} at column {bad.start() + 1}); "
+                        "spec strings must be UTF-8 text")
     try:
-        return ast.parse(text.strip(), mode="eval")
+        return source, ast.parse(source, mode="eval")
     except SyntaxError as exc:
-        raise SpecError(f"malformed spec {text!r}: {exc.msg} at column {exc.offset}") from None
+        where = f" at column {exc.offset}" if exc.offset else ""
+        raise SpecError(f"malformed spec {excerpt(source)}: {exc.msg}{where}") from None
+    except (RecursionError, MemoryError):
+        raise SpecError(f"malformed spec {excerpt(source)}: nested too deeply (or a chain far over {MAX_CHAIN_STEPS} steps)") from None
+    except ValueError as exc:  # e.g. a NUL character (Python 3.11 raises ValueError, later versions SyntaxError)
+        raise SpecError(f"malformed spec {excerpt(source)}: {exc}") from None
 
 
-def _call(node: ast.AST, text: str) -> Call:
+def _segment(source: str, node: ast.AST) -> str:
+    """A bounded excerpt of the text of `node` (never `ast.unparse`, which recurses and may print megabytes)."""
+    return excerpt(ast.get_source_segment(source, node) or "")
+
+
+def _call(node: ast.AST, source: str) -> Call:
     if isinstance(node, ast.Name):
         return Call(node.id)
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-        raise SpecError(f"malformed spec {text!r}: expected `name` or `name(key=value, ...)` at {ast.unparse(node)!r}")
-    args = tuple(_literal(a, text) for a in node.args)
+        raise SpecError(f"malformed spec {excerpt(source)}: expected `name` or `name(key=value, ...)` at {_segment(source, node)}")
+    args = tuple(_literal(a, source) for a in node.args)
     kwargs = []
     for kw in node.keywords:
         if kw.arg is None:
-            raise SpecError(f"malformed spec {text!r}: `**` is not allowed")
+            raise SpecError(f"malformed spec {excerpt(source)}: `**` is not allowed")
         if kw.arg in dict(kwargs):
-            raise SpecError(f"malformed spec {text!r}: parameter '{kw.arg}' given twice")
-        kwargs.append((kw.arg, _literal(kw.value, text)))
+            raise SpecError(f"malformed spec {excerpt(source)}: parameter '{kw.arg}' given twice")
+        kwargs.append((kw.arg, _literal(kw.value, source)))
     return Call(node.func.id, args, tuple(kwargs))
 
 
-def _literal(node: ast.AST, text: str) -> Any:
+def _literal(node: ast.AST, source: str) -> Any:
     if isinstance(node, ast.Starred):
-        raise SpecError(f"malformed spec {text!r}: `*` is not allowed")
+        raise SpecError(f"malformed spec {excerpt(source)}: `*` is not allowed")
     try:
         return ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        raise SpecError(f"malformed spec {text!r}: {ast.unparse(node)!r} is not a Python literal") from None
+        raise SpecError(f"malformed spec {excerpt(source)}: {_segment(source, node)} is not a Python literal") from None

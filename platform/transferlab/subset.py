@@ -1,6 +1,7 @@
 """Subset: the working state a policy chain transforms (kept samples, current classes), and its seeded keys."""
 
 import dataclasses
+import decimal
 import hashlib
 from collections.abc import Sequence
 
@@ -117,17 +118,37 @@ class Subset:
         return found
 
 
+MAX_SEED = 2**63 - 1  # seeds fit a signed 64-bit integer (numpy and torch seed from one)
+EXACT_FLOAT = 2**53  # above it not every whole number is a float: a float seed there may already be rounded
+
+
 def seed_value(value: object) -> int:
-    """A seed as an int: an integer >= 0, or a whole number written otherwise (1.0 or '1', as MLflow Projects pass them)."""
+    """A seed as an int in 0..2**63-1: an int, a float below 2**53 that is a whole number (1.0, as MLflow Projects pass
+    them), or text of a whole number (read exactly, so '9007199254740993' and '1e3' are never rounded)."""
+    number = None
     if isinstance(value, int) and not isinstance(value, bool):
-        number = float(value)
-    else:
-        try:
-            number = float(str(value).strip()) if not isinstance(value, bool) else float("nan")
-        except ValueError:
-            number = float("nan")
-    if not (number.is_integer() and number >= 0):
-        raise SpecError(f"seed must be a whole number >= 0 (such as 0, 1 or 1.0), got {value!r}")
+        number = value
+    elif isinstance(value, float) and value.is_integer() and abs(value) < EXACT_FLOAT:
+        number = int(value)
+    elif isinstance(value, str):
+        number = whole_number(value)
+    if number is None or not 0 <= number <= MAX_SEED:
+        shown = repr(value) if not isinstance(value, int) or abs(value) <= MAX_SEED else f"an integer of {value.bit_length()} bits"
+        raise SpecError(f"seed must be a whole number >= 0 below 2**63 (such as 0, 1 or 1.0; floats only below 2**53, where they "
+                        f"are exact), got {shown[:80]}")
+    return number
+
+
+def whole_number(text: str) -> int | None:
+    """The whole number a text spells exactly ('12', '1.0', '1e3'), else None; never rounded through a float."""
+    try:
+        number = decimal.Decimal(text.strip())
+    except (decimal.InvalidOperation, ValueError):
+        return None
+    if number.is_zero():
+        return 0
+    if not number.is_finite() or number.adjusted() > 19 or number != number.to_integral_value():
+        return None  # adjusted() > 19: over 2**63 whatever the digits; checked first so that '1e999999999' costs nothing
     return int(number)
 
 

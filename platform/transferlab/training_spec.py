@@ -12,6 +12,9 @@ DEFAULT_EPOCHS = 3  # the length when neither epochs nor steps is given
 # with a message saying so. Weight decay above 1 is far beyond any recipe (5e-4 for SGD, 0.05 for AdamW): a typo.
 MAX_LR = 3.4e38
 MAX_WEIGHT_DECAY = 1.0
+# Upper bounds far beyond any real recipe (ImageNet trains 90 to 600 epochs, 10**6 steps at most), so that a typo or an
+# overflowing number is refused at parse time instead of becoming a run that never ends or never fits in memory.
+LIMITS = {"epochs": 100_000, "steps": 100_000_000, "batch_size": 1 << 20}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +55,9 @@ class Training(Component):
             raise SpecError(f"train: give exactly one of epochs or steps (neither means epochs={DEFAULT_EPOCHS}), got epochs={self.epochs}, steps={self.steps}")
         if (self.epochs if self.epochs is not None else self.steps) < 1:
             raise SpecError("train: epochs or steps must be at least 1")
+        for field, most in LIMITS.items():
+            if (getattr(self, field) or 0) > most:
+                raise SpecError(f"train: {field} must be at most {most:,}, got {getattr(self, field):,}")
         if self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise SpecError("train: needs batch_size >= 1, lr > 0, weight_decay >= 0 and 0 <= momentum < 1")
         if not 0 < self.lr <= MAX_LR or not 0 <= self.weight_decay <= MAX_WEIGHT_DECAY:

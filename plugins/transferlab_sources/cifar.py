@@ -126,7 +126,7 @@ class CIFAR100(DownloadableSource):
             return
         import torchvision
 
-        torchvision.datasets.CIFAR100(str(self.path), download=True)
+        self.download_with(torchvision.datasets.CIFAR100)
 
     @cached_property
     def data(self) -> CifarData:

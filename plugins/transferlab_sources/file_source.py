@@ -3,7 +3,7 @@
 import dataclasses
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
@@ -15,8 +15,11 @@ from transferlab.components import format_value
 from transferlab.data_index import split_code
 from transferlab.errors import DataError, SpecError
 from transferlab.sources import Source
+from transferlab.specs import excerpt
 from transferlab.subset import ranks_within_class
 
+PATH_MAX = 4096  # bytes in a path Linux accepts
+MAX_ROOT_BYTES = PATH_MAX - 256  # leaves room for the files below a root (CIFAR's and MNIST's folders, class folders)
 SPLIT_PARAMS = ("val_fraction", "test_fraction")  # parameters that only move rows between splits, never change pixels
 MAX_LISTED = 20  # problems shown in one error message; the rest are counted
 
@@ -30,8 +33,26 @@ class FileSource(Source):
 
     @cached_property
     def path(self) -> Path:
-        """The root folder as an absolute path, resolved once per object."""
-        return Path(self.root).expanduser().resolve()
+        """The root folder as an absolute path, resolved once per object; a DataError naming the root when the system
+        cannot look it up at all (a NUL character, an unknown ~user, a name or path too long, no permission): a missing root is the
+        callers' to report, with their hints."""
+        problem = "holds a NUL character" if "\x00" in self.root else None
+        if problem is None:
+            try:
+                path = Path(self.root).expanduser().resolve()
+                if len(os.fsencode(path)) > MAX_ROOT_BYTES:
+                    problem = f"is too long ({len(os.fsencode(path)):,} bytes; files below it would pass the system's limit of {PATH_MAX})"
+                else:
+                    path.stat()
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            except OSError as exc:
+                problem = f"cannot be looked up: {exc.strerror or exc}"
+            except RuntimeError as exc:  # expanduser: `~user` of no such user; resolve: a symlink loop
+                problem = f"cannot be resolved: {exc}"
+        if problem is not None:
+            raise DataError(f"{self.name}: root {excerpt(self.root)} {problem}")
+        return path
 
     def check_root(self, hint: str = "") -> None:
         """A DataError unless root is an existing folder; `hint` says what it should hold."""
@@ -77,6 +98,14 @@ class DownloadableSource(FileSource):
     def check_files(self) -> None:
         """A DataError naming the expected files when any is missing."""
         raise NotImplementedError(f"source {self.name} does not implement check_files()")
+
+    def download_with(self, dataset: Callable[..., object]) -> None:
+        """Call a torchvision dataset class to download into root; its failure (offline, say) is one DataError line."""
+        try:
+            dataset(str(self.path), download=True)
+        except (OSError, RuntimeError) as exc:  # URLError is an OSError; MNIST wraps its attempts in a RuntimeError
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise DataError(f"{self.name}: could not download to {str(self.path)!r}: {reason[:300]}") from None
 
 
 def check_val_fraction(name: str, fraction: float, param: str = "val_fraction") -> None:

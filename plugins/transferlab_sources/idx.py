@@ -98,7 +98,7 @@ class MNIST(DownloadableSource):
             return
         import torchvision
 
-        getattr(torchvision.datasets, self.folder)(str(self.path), download=True)
+        self.download_with(getattr(torchvision.datasets, self.folder))
 
     def build_index(self) -> DataIndex:
         """Sample i is row i of train then test; a deterministic val_fraction of each train class becomes val; content is a hash of the pixels."""

@@ -20,6 +20,7 @@ from transferlab.data_index import SPLITS
 
 GENERATOR_VERSION = 1  # bump whenever the drawing changes, so old caches are not reused
 CHUNK = 64  # images per random stream; fixed, so pixels never depend on the number of threads
+MAX_PER_CLASS = 100_000  # images per class and split: 80 classes of them are 24 GB of 32×32 pixels; more is surely a typo
 SHOW_PROGRESS_FROM = 10_000  # images; smaller sets generate in well under a second
 
 # Tree level i sets factor i for every image of a class; factors beyond the tree's depth vary at random per image,
@@ -64,8 +65,9 @@ class Synthetic(Source):
             raise SpecError(f"synthetic: heldout must lie in 0..{self.branching[-1] - 1} so that every group keeps a pretraining class (the last level has {self.branching[-1]}), got {self.heldout}")
         if self.part == "heldout" and self.heldout == 0:
             raise SpecError("synthetic: part='heldout' needs heldout >= 1")
-        if self.train < 1 or self.val < 0 or self.test < 0:
-            raise SpecError(f"synthetic: needs train >= 1 and val, test >= 0 images per class, got train={self.train}, val={self.val}, test={self.test}")
+        if not (1 <= self.train <= MAX_PER_CLASS and 0 <= self.val <= MAX_PER_CLASS and 0 <= self.test <= MAX_PER_CLASS):
+            raise SpecError(f"synthetic: needs train >= 1 and val, test >= 0 images per class, at most {MAX_PER_CLASS:,} each, "
+                            f"got train={self.train}, val={self.val}, test={self.test}")
         if not 8 <= self.size <= 128:
             raise SpecError(f"synthetic: size must lie in 8..128 pixels, got {self.size}")
 

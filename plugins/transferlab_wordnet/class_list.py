@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import ClassTree, DataError, DataIndex, Source, SpecError
+from transferlab.specs import excerpt
 
 from .hierarchy import lemma_name, wordnet_tree
 
@@ -26,11 +27,11 @@ CLASS_LISTS = {
 
 def read_wnids(name: str) -> list[str]:
     """The wnids of a named class list, or of a text file whose lines start with a wnid."""
-    path = files("timm") / "data" / "_info" / CLASS_LISTS[name] if name in CLASS_LISTS else Path(name).expanduser()
     try:
+        path = files("timm") / "data" / "_info" / CLASS_LISTS[name] if name in CLASS_LISTS else Path(name).expanduser()
         text = path.read_text()
-    except OSError as exc:
-        raise DataError(f"class list {name!r} cannot be read: {exc}") from None
+    except (OSError, ValueError, RuntimeError) as exc:  # ValueError: not UTF-8 text, or a NUL in the path; RuntimeError: ~user unknown
+        raise DataError(f"class list {excerpt(name)} cannot be read: {exc}") from None
     wnids = [line.split()[0] for line in text.splitlines() if line.strip()]
     repeated = sorted(w for w, n in Counter(wnids).items() if n > 1)
     if repeated:
