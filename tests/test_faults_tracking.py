@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from servers import free_port, start_server, stop_server
 from tiny_specs import SOURCE, TARGET, TINY
-from transferlab import pipeline, tracking
+from transferlab import pipeline, runs, tracking
 
 pytest_plugins = ["mlflow_store"]  # fixtures: empty_store, store, server
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +48,9 @@ RACER = textwrap.dedent("""
     # One worker of a race: `transferlab pretrain`, held after its look for a settled run until every worker has looked.
     import os, sys, time
     from pathlib import Path
-    from transferlab import cli, tracking
+    from transferlab import cli, runs
 
-    real, barrier = tracking.settled_run, Path(os.environ["BARRIER"])
+    real, barrier = runs.settled_run, Path(os.environ["BARRIER"])
 
     def settled_then_wait(*args, **kwargs):
         result = real(*args, **kwargs)
@@ -62,7 +62,7 @@ RACER = textwrap.dedent("""
                 time.sleep(0.02)
         return result
 
-    tracking.settled_run = settled_then_wait
+    runs.settled_run = settled_then_wait
     sys.argv = ["transferlab", *sys.argv[1:]]
     cli.main()
 """)
@@ -76,15 +76,15 @@ def test_racing_workers_on_separate_hosts_train_a_key_once(store, server, tmp_pa
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
     outputs = [w.communicate(timeout=300) for w in workers]
     assert [w.returncode for w in workers] == [0, 0, 0], "\n".join(err[-2000:] for _, err in outputs)
-    runs = all_runs()
-    finished = [r for r in runs if r.info.status == "FINISHED"]
-    assert len(finished) == 1, [(r.info.run_id, r.info.status) for r in runs]
+    found = all_runs()
+    finished = [r for r in found if r.info.status == "FINISHED"]
+    assert len(finished) == 1, [(r.info.run_id, r.info.status) for r in found]
     winner = finished[0].info.run_id
     assert all(winner in out for out, _ in outputs)  # every worker reports the one finished run
-    trained = [r for r in runs if "pretrain.train_loss" in r.data.metrics]
+    trained = [r for r in found if "pretrain.train_loss" in r.data.metrics]
     assert [r.info.run_id for r in trained] == [winner]  # exactly one training
-    for loser in (r for r in runs if r.info.run_id != winner):
-        assert loser.info.status == "KILLED" and loser.data.tags[tracking.SUPERSEDED_BY] == winner
+    for loser in (r for r in found if r.info.run_id != winner):
+        assert loser.info.status == "KILLED" and loser.data.tags[runs.SUPERSEDED_BY] == winner
     assert len(MlflowClient().search_logged_models([finished[0].info.experiment_id])) == 1
 
 
@@ -102,8 +102,8 @@ def test_a_tracking_server_killed_mid_training_loses_nothing(store, tmp_path):
             assert first.poll() is None, first.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "no epoch recorded within 120 s"
             time.sleep(0.1)
-            runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`transferlab.kind` = 'pretrain'")
-            run = runs[0] if runs else None
+            found = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`transferlab.kind` = 'pretrain'")
+            run = found[0] if found else None
         stop_server(server, signal.SIGKILL)  # the server goes away mid-training
         _, err = first.communicate(timeout=300)
     finally:
@@ -121,8 +121,7 @@ def test_a_tracking_server_killed_mid_training_loses_nothing(store, tmp_path):
         rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert "resuming pretraining run" in rerun.stderr and run.info.run_id in rerun.stdout
-        runs = client.search_runs([run.info.experiment_id])
-        assert len(runs) == 1  # no second run
+        assert len(client.search_runs([run.info.experiment_id])) == 1  # no second run
         final = client.get_run(run.info.run_id)
         assert final.info.status == "FINISHED" and tracking.WEIGHTS_DIGEST in final.data.tags
         history = client.get_metric_history(run.info.run_id, "pretrain.epoch")
@@ -153,7 +152,7 @@ def test_a_kill_during_a_transfer_task_leaves_no_run_running(store, tmp_path):
     result = pipeline.main_run(**TINY, target=TARGET, tasks="knn", experiment="transfer-kill")
     assert [r.info.run_id for r in all_runs() if r.info.status == "RUNNING"] == []
     old = MlflowClient().get_run(old_main)
-    assert old.info.status == "KILLED" and old.data.tags[tracking.SUPERSEDED_BY] == result.main_run
+    assert old.info.status == "KILLED" and old.data.tags[runs.SUPERSEDED_BY] == result.main_run
     [finetune] = [r for r in all_runs() if r.data.params.get("task", "").startswith("finetune")]
     assert finetune.info.status == "KILLED" and "gone" in finetune.data.tags[tracking.ERROR]  # resumable by its key
 

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from tiny_specs import SOURCE, TARGET, TINY
-from transferlab import get_registry, image_cache, metric_names, pipeline, run_owners, select, source, tracking
+from transferlab import get_registry, image_cache, metric_names, pipeline, run_owners, runs, select, source, tracking
 from transferlab.cli import cli
 from transferlab.errors import CheckpointError, DataError, SpecError
 from transferlab.tasks import TransferContext
@@ -395,7 +395,7 @@ def test_a_resumed_run_that_finishes_keeps_no_error_record(store, monkeypatch, c
     assert result.pretrain_run == pretraining and "resuming pretraining run" in capsys.readouterr().err
     run = MlflowClient().get_run(pretraining)
     assert run.info.status == "FINISHED" and tracking.ERROR not in run.data.tags and "error.txt" not in artifacts(pretraining)
-    assert run.data.tags[tracking.RESUMED_AFTER] == "KeyboardInterrupt: "
+    assert run.data.tags[runs.RESUMED_AFTER] == "KeyboardInterrupt: "
     assert epochs_logged(pretraining) == [1.0, 2.0]
     with_errors = MlflowClient().search_runs([run.info.experiment_id], f"tags.`{tracking.ERROR}` LIKE '%'")
     assert pretraining not in {r.info.run_id for r in with_errors}  # a filter on the error tag no longer lists it
@@ -423,12 +423,12 @@ def test_after_kill_9_the_dead_main_run_ends_killed_and_the_resumed_run_moves_to
     assert result.pretrain_run == pretraining and result.main_run != old_main
     old, new, run = c.get_run(old_main), c.get_run(result.main_run), c.get_run(pretraining)
     if main_owner == "unrecorded":
-        assert old.info.status == "RUNNING" and tracking.SUPERSEDED_BY not in old.data.tags  # left alone
+        assert old.info.status == "RUNNING" and runs.SUPERSEDED_BY not in old.data.tags  # left alone
     else:
-        assert old.info.status == "KILLED" and old.data.tags[tracking.SUPERSEDED_BY] == result.main_run
+        assert old.info.status == "KILLED" and old.data.tags[runs.SUPERSEDED_BY] == result.main_run
     assert new.info.status == run.info.status == "FINISHED"
     assert run.data.tags["mlflow.parentRunId"] == result.main_run and new.data.tags[tracking.PRETRAIN_RUN] == pretraining
-    assert run.data.tags[tracking.RESUMED_AFTER].startswith("RUNNING: owner host")
+    assert run.data.tags[runs.RESUMED_AFTER].startswith("RUNNING: owner host")
     assert epochs_logged(pretraining) == [1.0, 2.0]
 
 
@@ -447,7 +447,7 @@ def test_an_unreadable_checkpoint_is_kept_and_its_run_stays_resumable(store, mon
     checkpoint.unlink()  # what the message says to do
     run_id = pipeline.pretrain_run(**TINY, experiment="stop")
     assert run_id != pretraining and MlflowClient().get_run(run_id).info.status == "FINISHED"
-    assert MlflowClient().get_run(pretraining).data.tags[tracking.SUPERSEDED_BY] == run_id
+    assert MlflowClient().get_run(pretraining).data.tags[runs.SUPERSEDED_BY] == run_id
 
 
 def test_a_stopped_run_without_checkpoint_here_is_replaced_by_a_new_run(store, capsys):
@@ -459,7 +459,7 @@ def test_a_stopped_run_without_checkpoint_here_is_replaced_by_a_new_run(store, c
     run_id = pipeline.pretrain_run(**TINY, experiment="lost")
     assert run_id != old and "no checkpoint of it on this machine" in capsys.readouterr().err
     stale, new = MlflowClient().get_run(old), MlflowClient().get_run(run_id)
-    assert stale.info.status == "KILLED" and stale.data.tags[tracking.SUPERSEDED_BY] == run_id
+    assert stale.info.status == "KILLED" and stale.data.tags[runs.SUPERSEDED_BY] == run_id
     assert new.info.status == "FINISHED" and epochs_logged(run_id) == [1.0, 2.0] and epochs_logged(old) == [1.0]
     assert pipeline.pretrain_run(**TINY, experiment="lost") == run_id  # the superseded run is never picked up again
 

@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tiny_specs import SOURCE, TARGET, TINY
-from transferlab import TransferlabError, pipeline, run_owners, tracking
+from transferlab import TransferlabError, pipeline, run_owners, runs, tracking
 from transferlab.cache import cache_dir
 
 pytest_plugins = ["mlflow_store"]  # fixtures: empty_store, store, server
@@ -37,19 +37,19 @@ def test_find_run_by_key_and_status(store):
     MlflowClient().set_terminated(first, "KILLED")
     second = tracking.create_run(experiment, "b", {tracking.KEY: "k1"})
     tracking.create_run(experiment, "c", {tracking.KEY: "k2"})
-    assert tracking.find_run(experiment, "k1", ("RUNNING",)).info.run_id == second
-    assert tracking.find_run(experiment, "k1", ("KILLED",)).info.run_id == first
-    assert tracking.find_run(experiment, "k1", ("FINISHED",)) is None
+    assert runs.find_run(experiment, "k1", ("RUNNING",)).info.run_id == second
+    assert runs.find_run(experiment, "k1", ("KILLED",)).info.run_id == first
+    assert runs.find_run(experiment, "k1", ("FINISHED",)) is None
 
 
 def test_a_run_key_is_locked_while_in_use(store):
-    with tracking.key_lock("abc"):
+    with runs.key_lock("abc"):
         with pytest.raises(TransferlabError, match="another transferlab process"):
-            with tracking.key_lock("abc", wait=False):
+            with runs.key_lock("abc", wait=False):
                 pass
-        with tracking.key_lock("other", wait=False):
+        with runs.key_lock("other", wait=False):
             pass
-    with tracking.key_lock("abc", wait=False):
+    with runs.key_lock("abc", wait=False):
         pass
 
 
@@ -57,7 +57,7 @@ def hold_lock_until_waited_for(key: str, monkeypatch, then=lambda: None) -> thre
     """Hold a run key's lock in another thread (flock locks open files, so this blocks this process too) until this
     process announces that it waits for it; `then` runs just before the lock is let go."""
     held, waited_for = threading.Event(), threading.Event()
-    announce = tracking.console.print
+    announce = runs.console.print
 
     def print_then_release(*args, **kwargs):
         announce(*args, **kwargs)
@@ -65,12 +65,12 @@ def hold_lock_until_waited_for(key: str, monkeypatch, then=lambda: None) -> thre
             waited_for.set()
 
     def hold():
-        with tracking.key_lock(key, wait=False):
+        with runs.key_lock(key, wait=False):
             held.set()
             waited_for.wait(60)
             then()
 
-    monkeypatch.setattr(tracking.console, "print", print_then_release)
+    monkeypatch.setattr(runs.console, "print", print_then_release)
     thread = threading.Thread(target=hold)
     thread.start()
     assert held.wait(10)
@@ -80,7 +80,7 @@ def hold_lock_until_waited_for(key: str, monkeypatch, then=lambda: None) -> thre
 def test_a_locked_run_key_is_waited_for_with_a_message(store, capsys, monkeypatch):
     released = []
     thread = hold_lock_until_waited_for("abc", monkeypatch, then=lambda: released.append(True))
-    with tracking.key_lock("abc"):
+    with runs.key_lock("abc"):
         assert released == [True]  # got the lock only after the holder let go
     thread.join()
     assert "waiting for another transferlab process" in capsys.readouterr().err
@@ -93,7 +93,7 @@ def test_ctrl_c_ends_a_run_killed_so_that_it_is_resumed(store):
         raise KeyboardInterrupt
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "KILLED" and run.data.tags[tracking.ERROR] == "KeyboardInterrupt: "
-    assert tracking.find_run(experiment, "k", tracking.RESUMABLE).info.run_id == run_id
+    assert runs.find_run(experiment, "k", runs.RESUMABLE).info.run_id == run_id
 
 
 def transferlab(*args: str) -> list[str]:
@@ -112,8 +112,8 @@ def test_kill_9_mid_run_then_rerun_continues_the_same_run_to_the_end(store):
             assert first.poll() is None, "the first process ended before it could be killed"
             assert time.monotonic() < deadline, "no checkpoint within 120 s"
             time.sleep(0.05)
-            runs = MlflowClient().search_runs([e.experiment_id for e in MlflowClient().search_experiments()], "tags.`transferlab.kind` = 'pretrain'")
-            run = runs[0] if runs else None
+            found = MlflowClient().search_runs([e.experiment_id for e in MlflowClient().search_experiments()], "tags.`transferlab.kind` = 'pretrain'")
+            run = found[0] if found else None
         first.send_signal(signal.SIGKILL)
     finally:
         first.kill()
@@ -172,7 +172,7 @@ def no_training(monkeypatch):
         MlflowClient().set_terminated(run_id, "FINISHED")
 
     monkeypatch.setattr(pipeline, "run_pretraining", run_pretraining)
-    monkeypatch.setattr(tracking, "WAIT_POLL_S", 0.05)
+    monkeypatch.setattr(runs, "WAIT_POLL_S", 0.05)
     return trained
 
 
@@ -189,9 +189,9 @@ def test_a_run_that_a_live_process_on_another_host_trains_is_refused_or_waited_f
         polls.append(seconds)
         MlflowClient().set_terminated(fake, "FINISHED")
 
-    monkeypatch.setattr(tracking, "time", types.SimpleNamespace(time=time.time, sleep=other_worker_finishes))
+    monkeypatch.setattr(runs, "time", types.SimpleNamespace(time=time.time, sleep=other_worker_finishes, monotonic=time.monotonic))
     assert pipeline.pretrain_run(**TINY, experiment="race") == fake
-    assert polls == [tracking.WAIT_POLL_S]
+    assert polls == [runs.WAIT_POLL_S]
     assert no_training == [] and "waiting for pretraining run" in capsys.readouterr().err
     assert len(MlflowClient().search_runs([experiment])) == 1
 
@@ -218,7 +218,7 @@ def test_a_running_run_whose_owner_is_gone_is_taken_over(store, no_training, mon
     run_id = pipeline.pretrain_run(**TINY, experiment="gone", wait=False)
     assert no_training == [run_id] and run_id != fake  # no checkpoint of it here: a new run replaces it
     old = MlflowClient().get_run(fake)
-    assert old.info.status == "KILLED" and old.data.tags[tracking.SUPERSEDED_BY] == run_id
+    assert old.info.status == "KILLED" and old.data.tags[runs.SUPERSEDED_BY] == run_id
 
 
 def test_live_owner_on_this_host_and_elsewhere(store):
@@ -249,10 +249,10 @@ def test_the_owner_and_heartbeat_are_recorded_and_refreshed(store, monkeypatch):
     monkeypatch.setenv(run_owners.STALE_ENV, "soon")
     with pytest.raises(TransferlabError, match="TRANSFERLAB_STALE_AFTER must be a number of seconds"):
         run_owners.stale_after()
-    runs = len(MlflowClient().search_runs([experiment]))
+    before = len(MlflowClient().search_runs([experiment]))
     with pytest.raises(TransferlabError, match="TRANSFERLAB_STALE_AFTER"):  # found before any run is made
         pipeline.main_run(**TINY, target=TARGET, tasks="knn", experiment="beat")
-    assert len(MlflowClient().search_runs([experiment])) == runs
+    assert len(MlflowClient().search_runs([experiment])) == before
 
 
 def test_no_heartbeat_lands_after_its_block_ends(monkeypatch):

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 import tiny_specs
 import transferlab as tl
 from transferlab import pipeline, tracking, training
-from transferlab.errors import CheckpointError, DivergedError
+from transferlab.errors import CheckpointError, DivergedError, SpecError
 from transferlab.features import weights_digest
 from transferlab.image_cache import image_cache
 from transferlab.pipeline import PretrainSpec, parse_training
@@ -320,3 +320,14 @@ def test_rates_no_float32_network_can_hold_and_absurd_weight_decay_are_refused()
     for text in ("train(lr=1e308)", "train(lr=3.5e38)", "train(weight_decay=2)"):
         with pytest.raises(tl.SpecError, match=r"lr must lie in \(0, 3.4e\+38\] and weight_decay in \[0, 1\]"):
             parse_training(text)
+
+
+def test_zero_steps_keep_the_random_initial_weights_and_report_val_at_step_0(tmp_path):
+    data = setup()
+    model, metrics, logged = run(Training(steps=0, batch_size=16, resolution=16), tmp_path / "ck.pt", data)
+    _, initial = fresh_model(data[1])
+    assert same_weights(model, initial) and not (tmp_path / "ck.pt").exists()  # nothing trained, nothing to resume
+    assert [step for _, step in logged] == [0] and metrics["pretrain.epoch"] == 0.0
+    assert 0 <= metrics["pretrain.val_top1"] <= 100 and logged[0][0] == metrics
+    with pytest.raises(SpecError, match="epochs must be at least 1, steps at least 0"):
+        Training(epochs=0)

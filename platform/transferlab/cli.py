@@ -16,7 +16,7 @@ from . import policies as parse_policies
 from . import source as parse_source
 from .cache import CACHE_ENV, CLEARABLE, KEPT, cache_root, clear, usage
 from .components import signature
-from .defaults import DEFAULTS
+from .defaults import DEFAULTS, STUDY_DEFAULTS
 from .errors import SpecError, TransferlabError
 from .plugins import get_registry
 from .policies import make_manifest
@@ -252,6 +252,53 @@ def run(source: str, policy: str, backbone: str, training: str, seed: int, exper
 
     result = main_run(source, policy, backbone, training, seed, target, tasks, experiment, wait=not no_wait)
     print_summary({"main run": result.main_run, "pretraining run": result.pretrain_run}, result.metrics)
+
+
+@cli.command()
+@click.argument("study")
+@click.option("--source", default=DEFAULTS["source"], show_default=True, help="Pretraining source spec.")
+@click.option("--target", default=DEFAULTS["target"], show_default=True, help="Target source spec (`SOURCE | POLICY ...` for a part of one).")
+@click.option("--backbone", default=DEFAULTS["backbone"], show_default=True, help="Backbone spec.")
+@click.option("--training", default=STUDY_DEFAULTS["training"], show_default=True,
+              help="Training recipe of every cell; steps hold the length fixed across cells, epochs scale it with the subset.")
+@click.option("--seeds", default=STUDY_DEFAULTS["seeds"], show_default=True, type=click.IntRange(1, 100), help="Seeds per cell: 0..N-1.")
+@click.option("--tasks", default=DEFAULTS["tasks"], show_default=True, help="Transfer tasks, a `|` chain.")
+@click.option("--experiment", help="MLflow experiment (default '<study> study'; under `mlflow run`, the project run's).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder (default ./reports/<study>-<run id>).")
+@click.option("--dry-run", is_flag=True, help="Print the grid (cells, images, images seen) and stop: no run, no image.")
+@NO_WAIT
+def study(study: str, source: str, target: str, backbone: str, training: str, seeds: int, tasks: str, experiment: str | None,
+          out: Path | None, dry_run: bool, no_wait: bool):
+    """Run a study (e.g. images_per_class): its grid of pretraining cells × seeds, each measured on its targets, then a report."""
+    from .study_grid import grid_table
+    from .study_runs import StudyPlan, run_study
+
+    plan = StudyPlan.parse(study, source, target, backbone, training, seeds, tasks)
+    if dry_run:
+        console.print(grid_table(plan))
+        return
+    result = run_study(plan, experiment, out=out, wait=not no_wait)
+    console.print(f"[bold]study run[/] {result.study_run}  ({len(result.cell_runs)} cell runs)")
+    print_report(result.report)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder (default ./reports/<study>-<run id>).")
+def report(run_id: str, out: Path | None):
+    """Write a study run's report (CSV, Markdown table, PNG figures), also logged as the run's `report/` artifacts."""
+    from .study_runs import write_study_report
+
+    print_report(write_study_report(run_id, out))
+
+
+def print_report(files) -> None:
+    """The report's Markdown table, then where its files are."""
+    for path in files:
+        if path.suffix == ".md":
+            console.print(escape(path.read_text()), soft_wrap=True)
+    for path in files:
+        console.print(f"wrote {escape(str(path))}")
 
 
 def print_summary(runs: dict[str, str], metrics: dict[str, float]) -> None:

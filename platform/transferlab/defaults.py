@@ -9,3 +9,7 @@ DEFAULTS = {
     "target": "synthetic(part='heldout')",
     "tasks": "linear | knn",
 }
+
+# A study's defaults: its length is held fixed in optimizer steps across cells (a subset of 25 images per class trains as
+# many steps as the whole source), so cells differ only in their data; 2 seeds give mean ± std.
+STUDY_DEFAULTS = {"training": "train(steps=300)", "seeds": 2}

@@ -24,7 +24,7 @@ import timm
 import torch
 from rich.console import Console
 
-from . import __version__, run_owners, tracking
+from . import __version__, runs, tracking
 from . import policies as parse_policies
 from . import source as parse_source
 from .backbones import Backbone
@@ -150,77 +150,33 @@ def checkpoint_path(run_id: str) -> Path:
 
 
 def train(spec: PretrainSpec, manifest: Manifest, experiment: str, parent: str | None = None, *, wait: bool = True) -> str:
-    """Id of the finished pretraining run for `spec`: reused, resumed, or trained now; a run another live process is
-    training (this host's key lock, or its owner's heartbeat) is waited for, or with `wait=False` refused. A worker on
-    another host that claimed the key first wins: this one's new run yields to it (see `tracking.earlier_claimant`)."""
-    key = spec.key(manifest)
-    with tracking.key_lock(key, wait=wait):
-        while True:
-            done, stopped = tracking.settled_run(experiment, key, "pretraining run", wait=wait)
-            if done is not None:
-                console.print(f"[green]reusing finished pretraining run[/] {done.info.run_id} (same key {key})")
-                return done.info.run_id
-            run_id = claim(spec, key, experiment, parent, stopped)
-            if run_id is None:
-                continue  # another worker took the key meanwhile: wait for it
-            checkpoint = checkpoint_path(run_id)
-            try:
-                run_pretraining(spec, manifest, run_id, checkpoint, fresh=stopped is None or "manifest.digest" not in stopped.data.params)
-            except tracking.Yielded as exc:
-                checkpoint.unlink(missing_ok=True)
-                tracking.supersede(tracking.get_run(run_id), exc.winner, "another worker claimed the same key first")
-                console.print(f"[yellow]pretraining run {run_id} yields[/] to run {exc.winner}, which claimed the same key first")
-                continue
-            except BaseException as exc:
-                if not tracking.resumable(exc) and not isinstance(exc, CheckpointError):
-                    checkpoint.unlink(missing_ok=True)  # the run ended FAILED and is not resumed
-                raise  # else the checkpoint is kept: a rerun continues from it (CheckpointError: kept for the user to look at)
-            checkpoint.unlink(missing_ok=True)
-            return run_id
-
-
-def claim(spec: PretrainSpec, key: str, experiment: str, parent: str | None, stopped) -> str | None:
-    """The run this process trains for `key`: `stopped` resumed, or a new run (replacing `stopped` when its checkpoint is
-    not on this machine); None when another worker claimed the key first (the new run yields, the stopped one is theirs)."""
-    if stopped is not None and checkpoint_path(stopped.info.run_id).exists():
-        run_id = stopped.info.run_id
-        tracking.resume(stopped, parent)
-        if not run_owners.is_mine(tracking.get_run(run_id)):  # a worker on another host took it over at the same moment
-            return None
-        console.print(f"[yellow]resuming pretraining run[/] {run_id} from its last checkpoint ({tracking.why_stopped(stopped)})")
-        return run_id
-    run_id = tracking.create_run(experiment, spec.run_name(), {tracking.KIND: "pretrain", tracking.KEY: key}, parent)
-    if stopped is not None:
-        reason = f"no checkpoint of it on this machine ({checkpoint_path(stopped.info.run_id)})"
-        tracking.supersede(stopped, run_id, reason)
-        tracking.end_dead_main(stopped.data.tags.get("mlflow.parentRunId", ""), parent)
-        console.print(f"[yellow]pretraining run {stopped.info.run_id} stopped[/] ({tracking.why_stopped(stopped)}) and has {reason}: "
-                      f"training afresh in new run {run_id}; the old run ends KILLED (transferlab.superseded_by)")
-    winner = tracking.earlier_claimant(experiment, key, run_id)
-    if winner is not None:
-        tracking.supersede(tracking.get_run(run_id), winner.info.run_id, "another worker claimed the same key first")
-        return None
-    return run_id
+    """Id of the finished pretraining run for `spec`: reused, resumed from its checkpoint, waited for, or trained now
+    (the rules are `runs.keyed_run`'s)."""
+    with runs.keyed_run(experiment, spec.key(manifest), "pretrain", spec.run_name(), parent=parent, wait=wait, what="pretraining run",
+                        checkpoint=checkpoint_path, recorded_if=lambda run: "manifest.digest" in run.data.params,
+                        system_metrics=True) as run:
+        if not run.done:
+            run_pretraining(spec, manifest, run.run_id, checkpoint_path(run.run_id), fresh=run.fresh)
+    return run.run_id
 
 
 def run_pretraining(spec: PretrainSpec, manifest: Manifest, run_id: str, checkpoint: Path, fresh: bool) -> None:
-    """Record and run the pretraining in run `run_id` (params and manifest only when `fresh`), ending the run."""
-    log = tracking.TrainingLog(run_id, spec.key(manifest))
-    with tracking.active(run_id, system_metrics=True):
-        if fresh:
-            tracking.log_manifest(manifest, f"{spec.source.label()}: {manifest.policy}")
-            tracking.log_params(run_id, spec.params(manifest))
-        model = spec.backbone.build_seeded(manifest.num_classes, spec.training.resolution, spec.seed)
-        val = manifest.split(spec.source.index, "val")
-        images = image_cache(spec.source, spec.training.resolution, rows=np.concatenate([manifest.samples, val[0]]))
-        try:
-            pretrain(spec.backbone, model, images, manifest, val, spec.training, checkpoint, log, seed=spec.seed,
-                     logged=tracking.logged_steps(run_id, "pretrain.epoch"))
-        except CheckpointError as exc:
-            raise CheckpointError(f"cannot resume pretraining run {run_id}: {exc}. The checkpoint and the run (ended KILLED) are "
-                                  "kept; move or delete the checkpoint and rerun to train afresh in a new run") from exc
-        log.flush()
-        tracking.log_model(model.cpu(), REQUIREMENTS)
+    """Record and run the pretraining in the active run `run_id` (params and manifest only when `fresh`)."""
+    if fresh:
+        tracking.log_manifest(manifest, f"{spec.source.label()}: {manifest.policy}")
+        tracking.log_params(run_id, spec.params(manifest))
+    model = spec.backbone.build_seeded(manifest.num_classes, spec.training.resolution, spec.seed)
+    val = manifest.split(spec.source.index, "val")
+    images = image_cache(spec.source, spec.training.resolution, rows=np.concatenate([manifest.samples, val[0]]))
+    log = runs.TrainingLog(run_id, spec.key(manifest))
+    try:
+        pretrain(spec.backbone, model, images, manifest, val, spec.training, checkpoint, log, seed=spec.seed,
+                 logged=tracking.logged_steps(run_id, "pretrain.epoch"))
+    except CheckpointError as exc:
+        raise CheckpointError(f"cannot resume pretraining run {run_id}: {exc}. The checkpoint and the run (ended KILLED) are "
+                              "kept; move or delete the checkpoint and rerun to train afresh in a new run") from exc
+    log.flush()
+    tracking.log_model(model.cpu(), REQUIREMENTS)
 
 
 def measure(pretrain_run: str, spec: TransferSpec, *, wait: bool = True) -> dict[str, float]:
@@ -237,27 +193,21 @@ def measure(pretrain_run: str, spec: TransferSpec, *, wait: bool = True) -> dict
         name = f"{component_label(task)} on {target}"
         prefix = f"transfer.{component_label(task)}.{target}."
         key = cache_key("transfer", pretrain_run, spec.target.fingerprint, task.spec(), prefix, f"recipe{RECIPE_VERSION}")
-        with tracking.key_lock(key, wait=wait):
-            done, stopped = tracking.settled_run(experiment, key, "transfer run", wait=wait)
-            if done is not None:
-                console.print(f"[green]reusing finished transfer run[/] {done.info.run_id} ({name})")
-                metrics = {k: v for k, v in done.data.metrics.items() if k.startswith(prefix)}
+        tags = {tracking.PRETRAIN_RUN: pretrain_run, TARGET_LABEL: target, TARGET_FINGERPRINT: spec.target.fingerprint}
+        with runs.keyed_run(experiment, key, "transfer", name, parent=pretrain_run, tags=tags, wait=wait, what=f"transfer run ({name})",
+                            recorded_if=lambda run: "task" in run.data.params) as child:
+            if child.done:
+                metrics = {k: v for k, v in tracking.get_run(child.run_id).data.metrics.items() if k.startswith(prefix)}
             else:
-                if stopped is not None:
-                    tracking.resume(stopped, None)
-                run_id = stopped.info.run_id if stopped else tracking.create_run(
-                    experiment, name, {tracking.KIND: "transfer", tracking.KEY: key, tracking.PRETRAIN_RUN: pretrain_run,
-                                       TARGET_LABEL: target, TARGET_FINGERPRINT: spec.target.fingerprint}, parent=pretrain_run)
-                with tracking.active(run_id):
-                    if stopped is None:
-                        tracking.log_params(run_id, {"task": task.spec(), **task.flat_params("task"), "target": spec.target.spec(),
-                                                     **spec.target.flat_params("target"), "pretrain_run": pretrain_run})
-                    if context is None:
-                        backbone, training, model = pretrained_network(run)
-                        context = TransferContext(spec.target, backbone, model, training.resolution, device=training.device,
-                                                  seed=seed_value(params["seed"]))
-                    metrics = {prefix + k: float(v) for k, v in task.run(context).items()}
-                    tracking.log_metrics(run_id, metrics)
+                if child.fresh:
+                    tracking.log_params(child.run_id, {"task": task.spec(), **task.flat_params("task"), "target": spec.target.spec(),
+                                                       **spec.target.flat_params("target"), "pretrain_run": pretrain_run})
+                if context is None:
+                    backbone, training, model = pretrained_network(run)
+                    context = TransferContext(spec.target, backbone, model, training.resolution, device=training.device,
+                                              seed=seed_value(params["seed"]))
+                metrics = {prefix + k: float(v) for k, v in task.run(context).items()}
+                tracking.log_metrics(child.run_id, metrics)
         tracking.log_metrics(pretrain_run, metrics)
         results |= metrics
     return results
@@ -332,7 +282,7 @@ def pretrain_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["polic
     with asked_by(parent):
         manifest = spec.prepare()
         experiment_id = experiment_of(parent, experiment)
-        tracking.end_dead_runs(experiment_id, parent)
+        runs.end_dead_runs(experiment_id, parent)
         run_id = train(spec, manifest, experiment_id, parent, wait=wait)
         if parent:
             link(parent, run_id, pretrain_metrics(run_id))
@@ -347,7 +297,7 @@ def transfer_run(pretrain_run_id: str, target: str = DEFAULTS["target"], tasks: 
     spec.check()
     parent = tracking.project_run_id()
     with asked_by(parent):
-        tracking.end_dead_runs(tracking.get_run(pretrain_run_id).info.experiment_id, parent)
+        runs.end_dead_runs(tracking.get_run(pretrain_run_id).info.experiment_id, parent)
         metrics = measure(pretrain_run_id, spec, wait=wait)
         if parent:
             link(parent, pretrain_run_id, metrics)
@@ -376,16 +326,15 @@ def main_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["policy"],
     transfer.check()
     parent = tracking.project_run_id()
     experiment_id = experiment_of(parent, experiment)
-    if parent is None:
+    made = parent is None
+    if made:
         parent = tracking.create_run(experiment_id, f"main · {spec.run_name()}", {tracking.KIND: "main"})
         tracking.log_params(parent, {"source": source, "policy": policy, "backbone": backbone, "training": training, "seed": seed,
                                      "target": target, "tasks": tasks})  # as `mlflow run` logs the MLproject parameters
-        ending = tracking.recorded(parent)
     else:
-        tracking.set_tags(parent, {tracking.KIND: "main"} | run_owners.owner_tags())  # this process answers for it now
-        ending = asked_by(parent)
-    with ending, run_owners.heartbeats(parent):  # a live main job's heartbeat tells other hosts it is not left behind
-        tracking.end_dead_runs(experiment_id, parent)
+        tracking.set_tags(parent, {tracking.KIND: "main"})
+    with runs.owned_run(parent, end=made):  # this process answers for it now; `mlflow run` ends its own run
+        runs.end_dead_runs(experiment_id, parent)
         pretrain_id = train(spec, manifest, experiment_id, parent, wait=wait)
         metrics = pretrain_metrics(pretrain_id) | measure(pretrain_id, transfer, wait=wait)
         link(parent, pretrain_id, metrics)

@@ -61,6 +61,13 @@ def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, m
     drop_last = len(train_samples) >= spec.batch_size  # a last partial batch would give noisy steps (or a batch of one)
     steps_per_epoch = len(train_samples) // spec.batch_size if drop_last else 1
     total_steps = spec.steps if spec.length == "steps" else spec.epochs * steps_per_epoch
+    if total_steps == 0:  # train(steps=0): the network keeps its random initial weights (a study's floor row)
+        metrics = {"pretrain.epoch": 0.0}
+        if len(val_samples):
+            metrics["pretrain.val_top1"] = evaluate(net, val_images, val_samples, val_labels, 2 * spec.batch_size, device, resident)
+        if 0 not in logged:
+            log(metrics, 0)
+        return metrics
     interval = evaluation_interval(spec, steps_per_epoch, total_steps)
     key = f"{backbone.spec()} | {spec.spec()} | {manifest.digest} | seed={seed}"
 

@@ -53,8 +53,8 @@ class Training(Component):
     def validate(self):
         if (self.epochs is None) == (self.steps is None):
             raise SpecError(f"train: give exactly one of epochs or steps (neither means epochs={DEFAULT_EPOCHS}), got epochs={self.epochs}, steps={self.steps}")
-        if (self.epochs if self.epochs is not None else self.steps) < 1:
-            raise SpecError("train: epochs or steps must be at least 1")
+        if (self.epochs if self.epochs is not None else self.steps + 1) < 1:
+            raise SpecError("train: epochs must be at least 1, steps at least 0 (steps=0 keeps the random initial weights)")
         for field, most in LIMITS.items():
             if (getattr(self, field) or 0) > most:
                 raise SpecError(f"train: {field} must be at most {most:,}, got {getattr(self, field):,}")
