@@ -58,9 +58,8 @@ def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, m
     else:
         train_images = val_images = images
     # a subset smaller than a batch trains on one batch of the whole subset per epoch, with the length in epochs or steps
-    drop_last = len(train_samples) >= spec.batch_size  # a last partial batch would give noisy steps (or a batch of one)
-    steps_per_epoch = len(train_samples) // spec.batch_size if drop_last else 1
-    total_steps = spec.steps if spec.length == "steps" else spec.epochs * steps_per_epoch
+    drop_last = len(train_samples) >= spec.batch_size
+    steps_per_epoch, total_steps = spec.steps_per_epoch(len(train_samples)), spec.total_steps(len(train_samples))
     interval = evaluation_interval(spec, steps_per_epoch, total_steps)
     key = f"{backbone.spec()} | {spec.spec()} | {manifest.digest} | seed={seed}"
 
