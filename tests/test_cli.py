@@ -22,8 +22,9 @@ def test_plugins_lists_every_kind_with_parameters():
     assert out.exit_code == 0
     assert "images_per_class" in out.output and "synthetic" in out.output and "transferlab_subsets" in out.output
     rows = json.loads(invoke("plugins", "--json").output)
-    sig = {r["name"]: r["signature"] for r in rows}
-    assert sig["images_per_class"] == "images_per_class(n: int, take: 'exact'|'available' = 'exact')"
+    sig = {(r["kind"], r["name"]): r["signature"] for r in rows}  # a study and a policy may share a name
+    assert sig[("policy", "images_per_class")] == "images_per_class(n: int, take: 'exact'|'available' = 'exact')"
+    assert sig[("study", "images_per_class")].startswith("images_per_class(fractions: list[float] = [0.38461538461538464, ")
 
 
 def test_subset_prints_counts_and_digest(tmp_path):

@@ -19,6 +19,7 @@ from .manifest import Manifest
 from .plugins import get_registry
 from .policies import Policy, make_manifest
 from .sources import Source
+from .studies import Cell, Study
 from .subset import Seeds, Subset
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"  # in a source tree: platform/transferlab/ → the root
@@ -59,7 +60,7 @@ def select(source_spec: str, policy_spec: str = "all", seed: int = 0) -> Manifes
 
 
 __all__ = [
-    "ClassTree", "Component", "DataError", "DataIndex", "Manifest", "PluginError", "Policy", "PolicyError", "Seeds",
-    "Source", "SpecError", "Subset", "TransferlabError", "get_registry", "hookimpl", "make_manifest", "policies",
+    "Cell", "ClassTree", "Component", "DataError", "DataIndex", "Manifest", "PluginError", "Policy", "PolicyError", "Seeds",
+    "Source", "SpecError", "Study", "Subset", "TransferlabError", "get_registry", "hookimpl", "make_manifest", "policies",
     "select", "source",
 ]

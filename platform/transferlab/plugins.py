@@ -11,7 +11,8 @@ from . import hookspecs
 from .errors import PluginError
 from .registry import KIND_HOOKS, Registry
 
-DEFAULT_PLUGINS = ("transferlab_sources", "transferlab_subsets", "transferlab_wordnet", "transferlab_timm", "transferlab_probes")
+DEFAULT_PLUGINS = ("transferlab_sources", "transferlab_subsets", "transferlab_wordnet", "transferlab_timm", "transferlab_probes",
+                   "transferlab_studies")
 ENTRY_POINT_GROUP = "transferlab"
 PLUGINS_ENV = "TRANSFERLAB_PLUGINS"  # comma-separated third-party plugins to load; empty loads none
 

@@ -59,8 +59,7 @@ def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, m
         train_images = val_images = images
     # a subset smaller than a batch trains on one batch of the whole subset per epoch, with the length in epochs or steps
     drop_last = len(train_samples) >= spec.batch_size  # a last partial batch would give noisy steps (or a batch of one)
-    steps_per_epoch = len(train_samples) // spec.batch_size if drop_last else 1
-    total_steps = spec.steps if spec.length == "steps" else spec.epochs * steps_per_epoch
+    steps_per_epoch, total_steps = spec.steps_per_epoch(len(train_samples)), spec.total_steps(len(train_samples))
     if total_steps == 0:  # train(steps=0): the network keeps its random initial weights (a study's floor row)
         metrics = {"pretrain.epoch": 0.0}
         if len(val_samples):

@@ -74,3 +74,12 @@ class Training(Component):
     def length(self) -> str:
         """Which length is held fixed: 'epochs' or 'steps' (studies must know)."""
         return "epochs" if self.epochs is not None else "steps"
+
+    def steps_per_epoch(self, images: int) -> int:
+        """Optimizer steps of one epoch over `images` training images: whole batches only (a last partial batch would give
+        a noisy step, or a batch of one); a subset smaller than a batch is one batch of all of it."""
+        return images // self.batch_size if images >= self.batch_size else 1
+
+    def total_steps(self, images: int) -> int:
+        """Optimizer steps of the whole run on `images` training images."""
+        return self.steps if self.length == "steps" else self.epochs * self.steps_per_epoch(images)

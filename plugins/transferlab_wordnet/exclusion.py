@@ -2,6 +2,7 @@
 
 import dataclasses
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -80,6 +81,11 @@ class ExcludeOverlap(Policy):
 
     def apply(self, subset: Subset, tree: ClassTree, seeds: Seeds) -> Subset:
         targets = set(require_wnids(source(self.target).index.classes, f"{self.spec()} (its target)"))
-        above_targets = set().union(*map(all_ancestors, targets))
         kept, wnids = kept_source_wnids(subset, self.spec())
-        return subset.drop_source_classes([c for c, w in zip(kept, wnids) if w in above_targets or all_ancestors(w) & targets])
+        return subset.drop_source_classes([c for c, hit in zip(kept, overlapping(wnids, targets)) if hit])
+
+
+def overlapping(wnids: Sequence[str], targets: set[str]) -> list[bool]:
+    """Whether each wnid lies under a target synset or above one, on any hypernym path (instance hypernyms included)."""
+    above_targets = set().union(*map(all_ancestors, targets))
+    return [w in above_targets or bool(all_ancestors(w) & targets) for w in wnids]
