@@ -4,6 +4,7 @@ import gzip
 import json
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -512,9 +513,9 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 
 def write_idx_set(root: Path, folder="MNIST", n_train=50, n_test=20, gz=False, shape=(4, 5)) -> dict[str, np.ndarray]:
-    """Random images and cycling labels in torchvision's layout; the arrays written, by split."""
+    """Random images and cycling labels in torchvision's layout (root itself with folder=None); the arrays written, by split."""
     rng = np.random.default_rng(1)
-    raw = root / folder / "raw"
+    raw = root if folder is None else root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
@@ -601,6 +602,60 @@ def test_missing_idx_files_name_the_expected_paths_and_download(tmp_path):
     assert str(tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte") in str(err.value)
     with pytest.raises(DataError, match="FashionMNIST/raw/train-images-idx3-ubyte"):
         FashionMNIST(str(tmp_path))
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("cls", [MNIST, FashionMNIST])
+def test_idx_files_in_a_flat_folder_are_read_as_in_torchvisions_layout(tmp_path, cls, gz):
+    arrays = write_idx_set(tmp_path / "flat", folder=None, gz=gz)  # as Debian's dataset-fashion-mnist installs them
+    write_idx_set(tmp_path / "torchvision", folder=cls.folder, gz=not gz)
+    flat, torchvision = cls(str(tmp_path / "flat")), cls(str(tmp_path / "torchvision"))
+    assert flat.raw == tmp_path / "flat" and torchvision.raw == tmp_path / "torchvision" / cls.folder / "raw"
+    assert len(flat.index) == 70 and flat.index.class_counts("test").tolist() == [2] * 10
+    assert (flat.load(flat.index.split_samples("test"))[..., 0] == arrays["test"][0]).all()
+    assert flat.fingerprint == torchvision.fingerprint and cache_path(flat, 8) == cache_path(torchvision, 8)  # same data
+
+
+def test_a_flat_folder_missing_a_file_names_it_there(tmp_path):
+    write_idx_set(tmp_path, folder=None, gz=True)
+    (tmp_path / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="download=True") as err:
+        FashionMNIST(str(tmp_path))
+    assert f"missing IDX files {tmp_path / 'train-labels-idx1-ubyte'} " in str(err.value)
+    assert str(tmp_path / "FashionMNIST" / "raw") in str(err.value)  # the other layout it looked in
+
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's package dataset-fashion-mnist
+
+
+# Needs the real data: `bash benchmarks/get-fashion-mnist.sh` installs it (as root on Debian); skipped without it.
+@pytest.mark.skipif(not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
+                    reason="Debian's dataset-fashion-mnist is not installed (benchmarks/get-fashion-mnist.sh installs it)")
+def test_real_fashion_mnist_from_debians_flat_folder():
+    src = FashionMNIST(str(DEBIAN_FASHION_MNIST))
+    index = src.index
+    assert len(index) == 70_000 and src.raw == DEBIAN_FASHION_MNIST
+    assert (index.class_counts("train") + index.class_counts("val")).tolist() == [6000] * 10
+    assert index.class_counts("test").tolist() == [1000] * 10
+    pixels = src.load(index.split_samples("test")[:4], size=32)
+    assert pixels.shape == (4, 32, 32, 3) and 0 < pixels.mean() < 255
+
+
+GET_FASHION_MNIST = Path(__file__).resolve().parents[1] / "benchmarks" / "get-fashion-mnist.sh"
+
+
+def test_the_install_script_says_where_the_data_is_or_how_to_get_it(tmp_path):
+    def run(folder: Path) -> subprocess.CompletedProcess:
+        env = {"FASHION_MNIST_DIR": str(folder), "PATH": str(tmp_path / "no-programs")}  # builtins only: no apt-get to call
+        return subprocess.run(["/bin/bash", str(GET_FASHION_MNIST)], env=env, capture_output=True, text=True, timeout=30)
+
+    missing = run(tmp_path / "empty")
+    assert missing.returncode == 1 and "apt-get install dataset-fashion-mnist" in missing.stderr and "download=True" in missing.stderr
+    write_idx_set(tmp_path / "data", folder=None, gz=True)
+    for _ in range(2):  # idempotent
+        found = run(tmp_path / "data")
+        assert found.returncode == 0 and f"fashion_mnist(root='{tmp_path / 'data'}')" in found.stdout, found.stderr
+    assert FashionMNIST(str(tmp_path / "data")).index.num_classes == 10
 
 
 REAL_FASHION_MNIST = Path(os.environ.get("TRANSFERLAB_TEST_DATA", "/tmp/tl-data"))

@@ -44,7 +44,7 @@ __version__ = package_version()
 
 
 def source(spec: str) -> Source:
-    """A source from a spec string, e.g. `synthetic(seed=1)`."""
+    """A source from a spec string, e.g. `synthetic(seed=1)`, or `synthetic | split(part='B')` (a `subset` source)."""
     return get_registry().parse("source", spec)
 
 

@@ -46,10 +46,10 @@ def component_label(component: Component, base: str | None = None, skip: tuple[s
 def source_label(source: Source) -> str:
     """A target's part of metric names: its label() (e.g. synthetic_heldout), the last folder of its root for file
     sources (image_folder(root='/data/sun397') → image_folder_sun397), then its non-default parameters other than
-    location ones (root, download, ...) and those the label already names."""
+    location ones (root, download, ...), those the label already names and those the source's `label_params` list."""
     base = source.label()
     location = tuple(getattr(source, "location_params", ()))
     if "root" in location:
         base += "_" + Path(str(source.root)).expanduser().resolve().name
     named = tuple(k for k, v in source.params().items() if isinstance(v, str) and clean_label(v) and clean_label(v) in base.split("_"))
-    return component_label(source, clean_label(base), skip=location + named)
+    return component_label(source, clean_label(base), skip=location + named + tuple(source.label_params))

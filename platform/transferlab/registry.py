@@ -8,6 +8,8 @@ from .components import Component, signature
 from .errors import PluginError, SpecError
 from .specs import EXCERPT_CHARS, Call, excerpt, parse_chain, parse_one
 
+SUBSET = "subset"  # the source a source spec `BASE | POLICY | ...` stands for (transferlab.subset_source)
+
 KIND_HOOKS = {
     "source": "register_sources",
     "policy": "register_policies",
@@ -70,8 +72,15 @@ class Registry:
         return build(self.get(kind, call.name), call)
 
     def parse(self, kind: str, text: str) -> Component:
-        """One component of `kind` from a spec string."""
-        return self.build(kind, parse_one(text))
+        """One component of `kind` from a spec string; for a source, `BASE | POLICY | ...` is sugar for
+        `subset(source='BASE', policy='POLICY | ...', seed=0)`, each part parsed (and refused) as itself."""
+        if kind != "source":
+            return self.build(kind, parse_one(text))
+        base, *steps = parse_chain(text)
+        if not steps:
+            return self.build(kind, base)
+        source, chain = self.build(kind, base), [self.build("policy", step) for step in steps]
+        return self.build(kind, Call(SUBSET, kwargs=(("source", source.spec()), ("policy", " | ".join(p.spec() for p in chain)))))
 
     def parse_chain(self, kind: str, text: str) -> list[Component]:
         """Components of `kind` from a `|` chain."""

@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 from functools import cached_property
+from typing import ClassVar
 
 import numpy as np
 
@@ -16,6 +17,7 @@ class Source(Component):
     """A labelled image collection; subclasses build the index and read pixels."""
 
     kind = "source"
+    label_params: ClassVar[tuple[str, ...]] = ()  # parameters metric labels leave out: label() accounts for them
 
     def build_index(self) -> DataIndex:
         """Enumerate samples (cached by the caller)."""

@@ -1,8 +1,11 @@
-"""Built-in sources: synthetic (the embedded default), ImageFolder, ImageNet, Tiny-ImageNet, CIFAR-100, MNIST and Fashion-MNIST."""
+"""Built-in sources: synthetic (the embedded default), ImageFolder, ImageNet, Tiny-ImageNet, CIFAR-100, MNIST, Fashion-MNIST,
+scikit-learn's digits, and subset (a source through a policy chain, spelled `SOURCE | POLICY ...`)."""
 
 from transferlab import hookimpl
+from transferlab.subset_source import SubsetSource
 
 from .cifar import CIFAR100
+from .digits import Digits
 from .idx import MNIST, FashionMNIST
 from .image_folder import ImageFolder
 from .imagenet import ImageNet
@@ -19,3 +22,5 @@ def register_sources(register):
     register(CIFAR100)
     register(MNIST)
     register(FashionMNIST)
+    register(Digits)
+    register(SubsetSource)

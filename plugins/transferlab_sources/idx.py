@@ -1,4 +1,5 @@
-"""MNIST and Fashion-MNIST from IDX files in torchvision's layout (root/MNIST/raw, root/FashionMNIST/raw)."""
+"""MNIST and Fashion-MNIST from IDX files: in a flat folder (root itself, as Debian's dataset-fashion-mnist installs them in
+/usr/share/datasets/fashion-mnist) or in torchvision's layout (root/MNIST/raw, root/FashionMNIST/raw)."""
 
 import dataclasses
 import gzip
@@ -24,6 +25,7 @@ FILES = {  # split: (images, labels), as torchvision names them
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+NAMES = tuple(name for pair in FILES.values() for name in pair)
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
@@ -46,9 +48,23 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def idx_file(folder: Path, name: str) -> Path | None:
+    """The plain file `name` in `folder` if present, else its .gz, else None."""
+    plain = folder / name
+    gz = plain.with_name(name + ".gz")
+    return plain if plain.is_file() else gz if gz.is_file() else None
+
+
+def gray_rgb(gray: np.ndarray, size: int | None) -> np.ndarray:
+    """uint8 [n, H, W] grayscale as [n, H, W, 3] (replicated), resized to size×size with `fit` when `size` is given."""
+    if size is not None:
+        gray = np.array([np.asarray(fit(Image.fromarray(g), size)) for g in gray], dtype=np.uint8).reshape(-1, size, size)
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
 @dataclasses.dataclass(frozen=True)
 class MNIST(DownloadableSource):
-    """MNIST digits (28×28 grayscale) from IDX files in root/MNIST/raw, torchvision's layout."""
+    """MNIST digits (28×28 grayscale) from IDX files (plain or .gz) in root itself or in root/MNIST/raw (torchvision's layout)."""
 
     name = "mnist"
     folder: ClassVar[str] = "MNIST"  # torchvision's dataset class and folder name
@@ -57,20 +73,23 @@ class MNIST(DownloadableSource):
 
     @property
     def raw(self) -> Path:
-        """The folder that holds the IDX files."""
-        return self.path / self.folder / "raw"
+        """The folder that holds the IDX files: root/<folder>/raw (torchvision's) or root itself (a flat folder), whichever
+        holds more of the four (torchvision's on a tie, so a missing file is named where a download would put it)."""
+        layouts = (self.path / self.folder / "raw", self.path)
+        return max(layouts, key=lambda folder: sum(idx_file(folder, n) is not None for n in NAMES))
 
     def file(self, name: str) -> Path | None:
         """The plain file if present, else its .gz, else None."""
-        plain = self.raw / name
-        gz = plain.with_name(name + ".gz")
-        return plain if plain.is_file() else gz if gz.is_file() else None
+        return idx_file(self.raw, name)
 
     def check_files(self) -> None:
         """A DataError naming the expected paths when any file is missing."""
-        missing = [str(self.raw / n) for pair in FILES.values() for n in pair if self.file(n) is None]
+        raw = self.raw
+        missing = [str(raw / n) for n in NAMES if idx_file(raw, n) is None]
         if missing:
-            raise DataError(f"{self.name}: missing IDX files {', '.join(missing)} (plain or .gz); "
+            other = self.path if raw != self.path else self.path / self.folder / "raw"
+            raise DataError(f"{self.name}: missing IDX files {', '.join(missing)} (plain or .gz; all four in "
+                            f"{str(raw)!r} or all four in {str(other)!r}); "
                             f"pass download=True to fetch them with torchvision")
 
     @cached_property
@@ -94,7 +113,7 @@ class MNIST(DownloadableSource):
 
     def fetch(self) -> None:
         """Download the IDX files with torchvision (skipped when they are all present)."""
-        if all(self.file(n) for pair in FILES.values() for n in pair):
+        if all(self.file(n) for n in NAMES):
             return
         import torchvision
 
@@ -108,15 +127,13 @@ class MNIST(DownloadableSource):
 
     def load(self, samples: np.ndarray, size: int | None = None) -> np.ndarray:
         """Grayscale replicated to 3 channels; `size` resizes to size×size."""
-        gray = self.arrays[0][np.asarray(samples, dtype=np.int64)]
-        if size is not None:
-            gray = np.array([np.asarray(fit(Image.fromarray(g), size)) for g in gray], dtype=np.uint8).reshape(-1, size, size)
-        return np.repeat(gray[..., None], 3, axis=-1)
+        return gray_rgb(self.arrays[0][np.asarray(samples, dtype=np.int64)], size)
 
 
 @dataclasses.dataclass(frozen=True)
 class FashionMNIST(MNIST):
-    """Fashion-MNIST clothing (28×28 grayscale) from IDX files in root/FashionMNIST/raw; class ids are WordNet wnids."""
+    """Fashion-MNIST clothing (28×28 grayscale) from IDX files in root itself (Debian's /usr/share/datasets/fashion-mnist)
+    or in root/FashionMNIST/raw; class ids are WordNet wnids."""
 
     name = "fashion_mnist"
     folder = "FashionMNIST"
