@@ -257,26 +257,29 @@ def run(source: str, policy: str, backbone: str, training: str, seed: int, exper
 @cli.command()
 @click.argument("study")
 @click.option("--source", default=DEFAULTS["source"], show_default=True, help="Pretraining source spec.")
-@click.option("--target", default=DEFAULTS["target"], show_default=True, help="Target source spec (`SOURCE | POLICY ...` for a part of one).")
+@click.option("--target", "targets", multiple=True, default=[DEFAULTS["target"]], show_default=True,
+              help="Target source spec (`SOURCE | POLICY ...` for a part of one); repeat for several.")
 @click.option("--backbone", default=DEFAULTS["backbone"], show_default=True, help="Backbone spec.")
 @click.option("--training", default=STUDY_DEFAULTS["training"], show_default=True,
               help="Training recipe of every cell; steps hold the length fixed across cells, epochs scale it with the subset.")
-@click.option("--seeds", default=STUDY_DEFAULTS["seeds"], show_default=True, type=click.IntRange(1, 100), help="Seeds per cell: 0..N-1.")
+@click.option("--seeds", default=STUDY_DEFAULTS["seeds"], show_default=True, type=SEED, help="Seeds per cell: 0..N-1 (1..100; 2.0 counts as 2).")
 @click.option("--tasks", default=DEFAULTS["tasks"], show_default=True, help="Transfer tasks, a `|` chain.")
 @click.option("--experiment", help="MLflow experiment (default '<study> study'; under `mlflow run`, the project run's).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder (default ./reports/<study>-<run id>).")
 @click.option("--dry-run", is_flag=True, help="Print the grid (cells, images, images seen) and stop: no run, no image.")
 @NO_WAIT
-def study(study: str, source: str, target: str, backbone: str, training: str, seeds: int, tasks: str, experiment: str | None,
-          out: Path | None, dry_run: bool, no_wait: bool):
+def study(study: str, source: str, targets: tuple[str, ...], backbone: str, training: str, seeds: int, tasks: str,
+          experiment: str | None, out: Path | None, dry_run: bool, no_wait: bool):
     """Run a study (e.g. images_per_class): its grid of pretraining cells × seeds, each measured on its targets, then a report."""
-    from .study_grid import grid_table
+    if dry_run:
+        from .pipeline import parse_training
+        from .study_grid import grid_table
+
+        console.print(grid_table(get_registry().parse("study", study), parse_source(source), targets[0], parse_training(training), seeds))
+        return
     from .study_runs import StudyPlan, run_study
 
-    plan = StudyPlan.parse(study, source, target, backbone, training, seeds, tasks)
-    if dry_run:
-        console.print(grid_table(plan))
-        return
+    plan = StudyPlan.parse(study, source, targets, backbone, training, seeds, tasks)
     result = run_study(plan, experiment, out=out, wait=not no_wait)
     console.print(f"[bold]study run[/] {result.study_run}  ({len(result.cell_runs)} cell runs)")
     print_report(result.report)

@@ -25,7 +25,7 @@ from .errors import SpecError
 from .manifest import Manifest
 from .pipeline import RECIPE_VERSION, PretrainSpec, TransferSpec, experiment_of, measure, parse_training, pretrain_metrics, train
 from .plugins import get_registry
-from .studies import Cell, Study
+from .studies import Cell, Study, images_seen
 from .subset_source import with_seed
 
 STUDY_RUN = "transferlab.study_run"  # tag of a cell run and of the run that asked: the study run
@@ -52,12 +52,8 @@ class Job:
 
     @property
     def images_seen(self) -> int:
-        """Training images the pretraining draws: steps × batch, or whole batches per epoch × epochs (as the loop does)."""
-        training, n = self.pretrain.training, len(self.manifest.samples)
-        if training.length == "steps":
-            return training.steps * training.batch_size
-        per_epoch = (n // training.batch_size) * training.batch_size if n >= training.batch_size else n
-        return training.epochs * per_epoch
+        """Training images the pretraining draws (optimizer steps × batch, as the loop counts steps)."""
+        return images_seen(len(self.manifest.samples), self.pretrain.training)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +62,7 @@ class StudyPlan:
 
     study: Study
     source: str
-    target: str
+    targets: tuple[str, ...]
     backbone: str
     training: str
     seeds: int
@@ -74,16 +70,20 @@ class StudyPlan:
     jobs: tuple[Job, ...]
 
     @classmethod
-    def parse(cls, study: str, source: str, target: str, backbone: str, training: str, seeds: int, tasks: str) -> "StudyPlan":
-        """Parse the study and every cell's pretraining and targets; any mistake raises before any work."""
+    def parse(cls, study: str, source: str, targets: str | tuple[str, ...], backbone: str, training: str, seeds: int,
+              tasks: str) -> "StudyPlan":
+        """Parse the study and every cell's pretraining and targets (the study's own, then every user target after the
+        first); any mistake raises before any work."""
         chosen = get_registry().parse("study", study)
         if not 1 <= seeds <= MAX_SEEDS:
             raise SpecError(f"--seeds must lie in 1..{MAX_SEEDS} (mean ± std needs 2 or more), got {seeds}")
+        users = (targets,) if isinstance(targets, str) else tuple(targets)
+        if not users:
+            raise SpecError("a study needs at least one --target")
         src, net, recipe = parse_source(source), get_registry().parse("backbone", backbone), parse_training(training)
-        TransferSpec.parse(target, tasks)  # the user's target and tasks, checked once before the cells
-        cells = chosen.cells(src, target)
-        if not cells:
-            raise SpecError(f"study {chosen.spec()} has no cells on {src.spec()}")
+        for text in users:
+            TransferSpec.parse(text, tasks)  # the user's targets and tasks, checked once before the cells
+        cells = [dataclasses.replace(c, targets=tuple(dict.fromkeys(c.targets + users[1:]))) for c in chosen.checked_cells(src, users[0])]
         targets: dict[str, TransferSpec] = {}
         jobs = []
         for cell in cells:
@@ -96,13 +96,13 @@ class StudyPlan:
                         targets[text] = TransferSpec.parse(text, tasks)
                         targets[text].check()
                 jobs.append(Job(cell, seed, spec, spec.prepare(), tuple(targets[with_seed(t, seed)] for t in cell.targets)))
-        return cls(chosen, src.spec(), target, net.spec(), recipe.spec(), seeds, tasks, tuple(jobs))
+        return cls(chosen, src.spec(), users, net.spec(), recipe.spec(), seeds, tasks, tuple(jobs))
 
     def key(self) -> str:
         """The study run's key: the same study on the same data, network, recipe, seeds and tasks is the same run."""
         source = self.jobs[0].pretrain.source
         targets = sorted({t.target.fingerprint for job in self.jobs for t in job.targets})
-        return cache_key("study", self.study.spec(), source.fingerprint, self.target, *targets, self.backbone, self.training, self.seeds,
+        return cache_key("study", self.study.spec(), source.fingerprint, *self.targets, *targets, self.backbone, self.training, self.seeds,
                          " | ".join(t.spec() for t in self.jobs[0].targets[0].tasks), f"recipe{RECIPE_VERSION}")
 
     def cell_key(self, job: Job) -> str:
@@ -113,7 +113,7 @@ class StudyPlan:
         """What the study run records: the study's fields and every spec it ran with."""
         length = self.jobs[0].pretrain.training.length if self.jobs else ""
         trained = next((j.pretrain.training for j in self.jobs if j.cell.role != "floor"), None)
-        return {"study": self.study.spec(), **self.study.flat_params("study"), "source": self.source, "target": self.target,
+        return {"study": self.study.spec(), **self.study.flat_params("study"), "source": self.source, "target": " ; ".join(self.targets),
                 "targets": " ; ".join(sorted({t.target.spec() for j in self.jobs for t in j.targets}))[:tracking.PARAM_CHARS],
                 "backbone": self.backbone, "train": self.training, "train.length": trained.length if trained else length,
                 "seeds": str(self.seeds), "tasks": self.tasks, "cells": str(len(self.jobs) // self.seeds),
