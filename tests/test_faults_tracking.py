@@ -199,3 +199,46 @@ def test_a_full_disk_mid_training_ends_the_run_failed_keeps_its_checkpoint_and_t
     run = MlflowClient().get_run(failed.info.run_id)
     assert run.info.status == "FINISHED" and tracking.RESUMABLE_FAILURE not in run.data.tags and tracking.ERROR not in run.data.tags
     assert sorted(m.value for m in MlflowClient().get_metric_history(run.info.run_id, "pretrain.epoch")) == [1.0, 2.0, 3.0]
+
+
+def test_a_hanging_store_is_probed_once_per_interval_with_one_quick_request(store, monkeypatch):
+    experiment = tracking.experiment_id("hang")
+    run_id = tracking.create_run(experiment, "r", {tracking.KIND: "pretrain", tracking.KEY: "k"})
+    attempts = []
+
+    def hangs_then_fails(*args, **kwargs):  # a server that stops answering: each request waits out its timeout
+        attempts.append(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES"))
+        time.sleep(0.5)
+        raise mlflow.MlflowException("API request to http://127.0.0.1:1/api failed with exception Read timed out")
+
+    monkeypatch.setattr(runs, "log_metrics", hangs_then_fails)
+    monkeypatch.setattr(runs, "OUTAGE_RETRY_S", 0.3)
+    log = runs.TrainingLog(run_id, "k")
+    log({"pretrain.epoch": 1.0}, 1)  # the first failure: announced, training goes on
+    log({"pretrain.epoch": 2.0}, 2)  # 0.3 s after the failed request ENDED have not passed: no new request
+    time.sleep(0.35)
+    log({"pretrain.epoch": 3.0}, 3)  # now one probe, tried once with a short timeout
+    assert attempts == [tracking.HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"], "0"]
+    assert [step for _, step in log.waiting] == [1, 2, 3]  # nothing lost: sent when the store answers again
+
+    monkeypatch.setattr(runs, "log_metrics", tracking.log_metrics)
+    time.sleep(0.35)
+    log({"pretrain.epoch": 4.0}, 4)
+    assert log.waiting == [] and [m.step for m in MlflowClient().get_metric_history(run_id, "pretrain.epoch")] == [1, 2, 3, 4]
+
+
+def test_a_store_that_stops_answering_between_runs_is_one_line_from_the_cli(store, monkeypatch):
+    from click.testing import CliRunner
+
+    from transferlab.cli import cli
+
+    def refused(*args, **kwargs):
+        raise mlflow.MlflowException("API request to http://127.0.0.1:1/api/2.0/mlflow/runs/create failed with exception "
+                                     "HTTPConnectionPool(host='127.0.0.1', port=1): Max retries exceeded (Connection refused)")
+
+    monkeypatch.setattr(tracking, "create_run", refused)
+    monkeypatch.setattr(runs, "create_run", refused)
+    result = CliRunner().invoke(cli, ["pretrain", "--source", SOURCE, "--training", TINY["training"]])
+    assert result.exit_code == 2 and result.exception is None or isinstance(result.exception, SystemExit)
+    [line] = result.stderr.splitlines()
+    assert line.startswith("Error: the MLflow tracking store") and "Connection refused" in line and "rerun the same command" in line

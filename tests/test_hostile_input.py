@@ -196,3 +196,16 @@ def test_the_hostile_input_benchmark_runs_clean_on_a_slice(capsys):
         del sys.modules["hostile_inputs"]
     assert urllib.request.urlopen is not module.offline
     assert "│ all        │ 150 " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("experiment", ["x" * 600, "bad\udcff"])
+def test_an_experiment_name_mlflow_cannot_take_is_one_line_before_any_run(store, experiment):
+    line = one_error_line("pretrain", "--source", SMALL, "--experiment", experiment)
+    assert "experiment name" in line
+    assert MlflowClient().search_runs([e.experiment_id for e in MlflowClient().search_experiments()]) == []
+
+
+def test_a_file_the_cli_cannot_write_is_one_line(tmp_path):
+    for args in (["subset", "--source", SMALL, "--save", "/proc/forbidden/here"], ["subset", "--source", SMALL, "--save", str(tmp_path / ("n" * 300))],
+                 ["show", SMALL, "--out", "/proc/x.png"]):
+        assert one_error_line(*args).startswith("Error: /proc") or "File name too long" in one_error_line(*args)

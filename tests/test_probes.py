@@ -11,6 +11,7 @@ from sklearn.preprocessing import StandardScaler
 
 from test_features import RES, context, target
 from transferlab import DataError, SpecError, get_registry, loader
+from transferlab.errors import DivergedError
 from transferlab_probes import finetune
 from transferlab_probes.fewshot import episode_accuracies
 from transferlab_probes.knn import knn_predict
@@ -326,3 +327,11 @@ def test_every_task_runs_on_a_target_and_frozen_tasks_share_one_extraction(devic
     assert ctx.model.passes == 3  # train, val, test: once each
     assert results["linear"]["test_top1"] > 50 and results["knn"]["test_top1"] > 50  # 4 classes
     assert ctx.image_cache.shape == (len(ctx.target.index), RES, RES, 3)
+
+
+def test_a_diverging_finetune_is_an_error_not_a_result():
+    ctx = context(target(train=30, test=10))
+    with pytest.raises(DivergedError, match="finetune diverged in epoch 1: train loss is not finite; lower lr"):
+        task("finetune(epochs=2, lr=1e10, batch_size=8)").run(ctx)
+    with pytest.raises(SpecError, match="finetune: needs"):
+        task("finetune(lr=1e308)")

@@ -67,22 +67,37 @@ def test_weights_replaced_after_the_run_recorded_them_are_refused(store, tmp_pat
     run = MlflowClient().get_run(run_id)
     [weights] = MlflowClient().list_artifacts(run_id, "weights")
     assert weights.path == tracking.WEIGHTS_PATH and len(run.data.tags[tracking.WEIGHTS_DIGEST]) == 64
-    model = pipeline.pretrained_network(run)[2]
+    model = pipeline.PretrainedRecipe.of(run).network()
     with mlflow.start_run(run_id=run_id):  # an attacker, or a damaged store, swaps the file
         path = tmp_path / "model.safetensors"
         safetensors.torch.save_model(model, str(path), metadata={"swapped": "yes"})
         mlflow.log_artifact(str(path), "weights")
     with pytest.raises(TransferlabError, match="do not match the digest"):
-        pipeline.pretrained_network(MlflowClient().get_run(run_id))
+        pipeline.PretrainedRecipe.of(MlflowClient().get_run(run_id)).network()
 
 
 def test_transfer_loads_the_run_weights_exactly(store):
     run_id = pipeline.pretrain_run(**TINY)
     run = MlflowClient().get_run(run_id)
     user_model = mlflow.pytorch.load_model(run.data.tags[tracking.MODEL_URI])  # the MLflow model stays, for users
-    _, training, model = pipeline.pretrained_network(run)
-    assert training.resolution == 16
+    recipe = pipeline.PretrainedRecipe.of(run)
+    model = recipe.network()
+    assert recipe.training.resolution == 16
     ours, theirs = model.state_dict(), user_model.state_dict()
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     [logged] = MlflowClient().search_logged_models([run.info.experiment_id])
     assert logged.status == "READY" or str(logged.status).endswith("READY")
+
+
+def test_a_planted_run_whose_params_lie_is_one_error_before_any_transfer_run(store, tmp_path):
+    experiment = tracking.experiment_id("shared-server")
+    planted = plant(experiment, tmp_path / "pwned")
+    spec = pipeline.PretrainSpec.parse(**TINY)
+    bare = tracking.create_run(experiment, "no seed", {tracking.KIND: "pretrain", tracking.KEY: "k"})
+    tracking.log_params(bare, {k: v for k, v in spec.params(spec.prepare()).items() if k != "seed"})
+    MlflowClient().set_terminated(bare, "FINISHED")
+    for run_id, message in ((bare, "does not describe a network transferlab can rebuild"), (planted, "has no transferlab weights")):
+        with pytest.raises(TransferlabError, match=message):
+            pipeline.transfer_run(run_id, TARGET, "knn")
+    children = MlflowClient().search_runs([experiment], f"tags.`{tracking.KIND}` = 'transfer' and tags.`mlflow.parentRunId` = '{bare}'")
+    assert children == []  # refused before any transfer run was made

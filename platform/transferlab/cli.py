@@ -35,9 +35,28 @@ class CLI(click.Group):
         except TransferlabError as exc:
             click.echo(error_line(exc), err=True)
             ctx.exit(2)
+        except OSError as exc:  # a file the user named that cannot be written or read (--save, --out)
+            click.echo(error_line(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")), err=True)
+            ctx.exit(2)
+        except Exception as exc:
+            if not store_away(exc):
+                raise
+            import mlflow
+
+            from .tracking import store_problem
+
+            click.echo(error_line(f"the MLflow tracking store {mlflow.get_tracking_uri()} stopped answering ({store_problem(exc)}); "
+                                  "what was done is kept: rerun the same command when it answers again (finished runs are reused, "
+                                  "stopped ones resume)"), err=True)
+            ctx.exit(2)
 
 
-def error_line(exc: TransferlabError) -> str:
+def store_away(exc: BaseException) -> bool:
+    """Whether `exc` is the tracking store failing (only then is tracking imported, which keeps the CLI's start fast)."""
+    return "transferlab.tracking" in sys.modules and sys.modules["transferlab.tracking"].store_failure(exc)
+
+
+def error_line(exc: TransferlabError | str) -> str:
     """What the CLI prints for a user error: `Error: ...`, with surrogates (bytes from argv that are not UTF-8) escaped,
     since a strict stream cannot write them."""
     return f"Error: {exc}".encode("utf-8", "backslashreplace").decode("utf-8")

@@ -185,7 +185,7 @@ def measure(pretrain_run: str, spec: TransferSpec, *, wait: bool = True) -> dict
     run = tracking.get_run(pretrain_run)
     if run.data.tags.get(tracking.KIND) != "pretrain" or run.info.status != "FINISHED":
         raise TransferlabError(f"run {pretrain_run} is not a finished pretraining run (kind {run.data.tags.get(tracking.KIND)!r}, status {run.info.status})")
-    experiment, params = run.info.experiment_id, run.data.params
+    experiment, recipe = run.info.experiment_id, PretrainedRecipe.of(run)  # a run that lies fails here, before any child run
     context = None
     results = {}
     target = distinct_target_label(experiment, pretrain_run, spec)
@@ -203,9 +203,8 @@ def measure(pretrain_run: str, spec: TransferSpec, *, wait: bool = True) -> dict
                     tracking.log_params(child.run_id, {"task": task.spec(), **task.flat_params("task"), "target": spec.target.spec(),
                                                        **spec.target.flat_params("target"), "pretrain_run": pretrain_run})
                 if context is None:
-                    backbone, training, model = pretrained_network(run)
-                    context = TransferContext(spec.target, backbone, model, training.resolution, device=training.device,
-                                              seed=seed_value(params["seed"]))
+                    context = TransferContext(spec.target, recipe.backbone, recipe.network(), recipe.training.resolution,
+                                              device=recipe.training.device, seed=recipe.seed)
                 metrics = {prefix + k: float(v) for k, v in task.run(context).items()}
                 tracking.log_metrics(child.run_id, metrics)
         tracking.log_metrics(pretrain_run, metrics)
@@ -213,20 +212,34 @@ def measure(pretrain_run: str, spec: TransferSpec, *, wait: bool = True) -> dict
     return results
 
 
-def pretrained_network(run) -> tuple[Backbone, Training, torch.nn.Module]:
-    """(backbone, recipe, network) of a finished pretraining run: the network rebuilt from the run's own specs, its weights
-    loaded as tensors (never unpickled: the tracking store may be shared and untrusted)."""
-    params = run.data.params
-    try:
-        backbone, training = get_registry().parse("backbone", params["backbone"]), parse_training(params["train"])
-        num_classes = int(params["manifest.num_classes"])
-        if not 1 <= num_classes <= MAX_CLASSES:
-            raise ValueError(f"manifest.num_classes {num_classes} outside 1..{MAX_CLASSES}")
-    except (KeyError, ValueError, SpecError) as exc:
-        raise TransferlabError(f"run {run.info.run_id} does not describe a network transferlab can rebuild ({type(exc).__name__}: {exc})") from None
-    model = backbone.build(num_classes, training.resolution)
-    tracking.load_weights(run, model)
-    return backbone, training, model
+@dataclasses.dataclass(frozen=True)
+class PretrainedRecipe:
+    """What a finished pretraining run says it is, read from its params and checked (the store is untrusted input)."""
+
+    run_id: str
+    backbone: Backbone
+    training: Training
+    num_classes: int
+    seed: int
+
+    @classmethod
+    def of(cls, run) -> "PretrainedRecipe":
+        """The run's recipe, or one line saying why transferlab cannot rebuild its network."""
+        params = run.data.params
+        try:
+            recipe = cls(run.info.run_id, get_registry().parse("backbone", params["backbone"]), parse_training(params["train"]),
+                         int(params["manifest.num_classes"]), seed_value(params["seed"]))
+            if not 1 <= recipe.num_classes <= MAX_CLASSES:
+                raise ValueError(f"manifest.num_classes {recipe.num_classes} outside 1..{MAX_CLASSES}")
+        except (KeyError, ValueError, SpecError) as exc:
+            raise TransferlabError(f"run {run.info.run_id} does not describe a network transferlab can rebuild ({type(exc).__name__}: {exc})") from None
+        return recipe
+
+    def network(self) -> torch.nn.Module:
+        """The network rebuilt from the specs, its weights loaded as tensors (never unpickled)."""
+        model = self.backbone.build(self.num_classes, self.training.resolution)
+        tracking.load_weights(tracking.get_run(self.run_id), model)
+        return model
 
 
 def distinct_target_label(experiment: str, pretrain_run: str, spec: TransferSpec) -> str:

@@ -42,6 +42,7 @@ from .tracking import (
     create_run,
     get_run,
     log_metrics,
+    quick_requests,
     recorded,
     resumable,
     set_tags,
@@ -55,7 +56,8 @@ SUPERSEDED_BY = "transferlab.superseded_by"  # on a stopped run that a new run r
 SUPERSEDED_BECAUSE = "transferlab.superseded_because"
 RESUMED_AFTER = "transferlab.resumed_after"  # on a resumed run: why it had stopped (the error it had, or its gone owner)
 WAIT_POLL_S = 5.0  # how often a run owned by a live process is looked at while waiting for it
-OUTAGE_RETRY_S = 15.0  # while the store is unreachable, how often training tries it again
+OUTAGE_RETRY_S = 30.0  # while the store is unreachable, how often training tries it again (one quick request)
+PROBE_TIMEOUT_S = 5.0  # that request's timeout: a hanging server costs training at most this per OUTAGE_RETRY_S
 
 console = Console(stderr=True)
 
@@ -316,8 +318,9 @@ class TrainingLog:
         if self.down_since is not None and time.monotonic() - self.tried_at < OUTAGE_RETRY_S:
             return
         try:
-            self.send()
-            winner = earlier_claimant(client().get_run(self.run_id).info.experiment_id, self.key, self.run_id)
+            with quick_requests(PROBE_TIMEOUT_S) if self.down_since is not None else contextlib.nullcontext():  # a probe, once
+                self.send()
+                winner = earlier_claimant(client().get_run(self.run_id).info.experiment_id, self.key, self.run_id)
         except Exception as exc:
             if not store_failure(exc):
                 raise
@@ -340,7 +343,8 @@ class TrainingLog:
             self.down_since = None
 
     def went_down(self, exc: BaseException) -> None:
-        """Note an outage, saying so once."""
+        """Note an outage, saying so once; the next try comes OUTAGE_RETRY_S after this failed one ended."""
+        self.tried_at = time.monotonic()
         if self.down_since is None:
             self.down_since = time.monotonic()
             console.print(f"[yellow]tracking store {mlflow.get_tracking_uri()} unreachable[/] ({store_problem(exc)}): training goes on, "
@@ -351,7 +355,8 @@ class TrainingLog:
         deadline = time.monotonic() + tracking_wait()
         while self.waiting or self.down_since is not None:
             try:
-                self.send()
+                with quick_requests(PROBE_TIMEOUT_S) if self.down_since is not None else contextlib.nullcontext():
+                    self.send()
             except Exception as exc:
                 if not store_failure(exc):
                     raise

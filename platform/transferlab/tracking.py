@@ -22,7 +22,7 @@ from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from rich.console import Console
 
-from .errors import TransferlabError
+from .errors import SpecError, TransferlabError
 from .manifest import Manifest
 from .run_owners import heartbeats, owner_tags, stale_after
 
@@ -35,6 +35,7 @@ WEIGHTS_PATH = "weights/model.safetensors"  # the artifact transferlab loads: te
 WEIGHTS_DIGEST = "transferlab.weights_sha256"  # set once the weights are uploaded whole
 MANIFEST_DIGEST = "transferlab.manifest_digest"
 DEFAULT_EXPERIMENT = "transferlab"
+EXPERIMENT_NAME_CHARS = 500  # beyond this MLflow's stores refuse or truncate names
 # Without this tag MLflow 3's UI opens a GenAI overview instead of the training-runs table and metric charts.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 DATASET_DIGEST_CHARS = 32  # MLflow caps dataset digests at 36 characters; the full manifest digest is an input tag and a param
@@ -74,15 +75,22 @@ def check_store() -> None:
     stale_after()
     tracking_wait()
     uri = mlflow.get_tracking_uri()
-    remote = uri.startswith(("http://", "https://"))
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(STORE_CHECK_TIMEOUT_S)} if remote else {}
-    saved = {k: os.environ.get(k) for k in quick}
-    os.environ.update(quick)
     try:
-        with first_open(uri):
+        with quick_requests(STORE_CHECK_TIMEOUT_S), first_open(uri):
             client().search_experiments(max_results=1)
     except Exception as exc:  # MlflowException, or a connection error from below it
         raise TransferlabError(f"cannot reach the MLflow tracking store {uri} (MLFLOW_TRACKING_URI): {store_problem(exc)}") from None
+
+
+@contextlib.contextmanager
+def quick_requests(timeout_s: float) -> Iterator[None]:
+    """Within the block, a request to a tracking server is tried once with a short timeout (MLflow reads these settings
+    at every request): for a check at start, and for probing a store that is away without stalling training."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout_s))}
+    saved = {k: os.environ.get(k) for k in quick}
+    os.environ.update(quick)
+    try:
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
@@ -112,16 +120,29 @@ def experiment_id(name: str | None = None) -> str:
         experiment = c.get_experiment(os.environ["MLFLOW_EXPERIMENT_ID"])
     else:
         name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+        check_experiment_name(name)
         experiment = c.get_experiment_by_name(name)
         if experiment is None:
             try:
                 return c.create_experiment(name, tags=EXPERIMENT_TAGS)
-            except mlflow.MlflowException:  # created meanwhile by a parallel worker
+            except mlflow.MlflowException as exc:  # created meanwhile by a parallel worker, or refused by the store
                 experiment = c.get_experiment_by_name(name)
+                if experiment is None:
+                    raise TransferlabError(f"cannot create MLflow experiment {name[:80]!r}: {str(exc).splitlines()[0][:200]}") from None
     if experiment.lifecycle_stage != "active":
         raise TransferlabError(f"MLflow experiment '{experiment.name}' is deleted; restore it (mlflow experiments restore) or choose another")
     tag_experiment(experiment)
     return experiment.experiment_id
+
+
+def check_experiment_name(name: str) -> None:
+    """A SpecError unless `name` can name an MLflow experiment: text of at most EXPERIMENT_NAME_CHARS, UTF-8."""
+    if not name.strip() or len(name) > EXPERIMENT_NAME_CHARS:
+        raise SpecError(f"an experiment name needs 1 to {EXPERIMENT_NAME_CHARS} characters, got {len(name)}")
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        raise SpecError(f"experiment name {name.encode(errors='backslashreplace').decode()[:80]!r} is not valid UTF-8") from None
 
 
 def tag_experiment(experiment) -> None:
@@ -173,6 +194,8 @@ def recorded(run_id: str, *, end: bool = True) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
+        if store_failure(exc):
+            raise  # the store is away: recording the error would only wait out every retry again
         status = run_status(exc)
         with contextlib.suppress(Exception):  # the original error matters more than a failure to record it
             c.set_tag(run_id, ERROR, f"{type(exc).__name__}: {exc}"[:5000])
@@ -199,7 +222,7 @@ def active(run_id: str, *, system_metrics: bool = False) -> Iterator[None]:
             with heartbeats(run_id):
                 yield
         except BaseException as exc:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), quick_requests(STORE_CHECK_TIMEOUT_S) if store_failure(exc) else contextlib.nullcontext():
                 mlflow.end_run(run_status(exc))
             raise
         mlflow.end_run("FINISHED")

@@ -8,9 +8,11 @@ import torch.nn.functional as F
 
 from transferlab import SpecError
 from transferlab.devices import autocast, seeded
+from transferlab.errors import DivergedError
 from transferlab.loader import augment, batches, epoch_generator, fits_on_device, normalize, to_device
 from transferlab.tasks import Task, TransferContext
 from transferlab.training import decay_groups, scheduled_rate
+from transferlab.training_spec import MAX_LR, MAX_WEIGHT_DECAY
 
 from .scores import mean_class_accuracy, top1
 
@@ -35,8 +37,8 @@ class Finetune(Task):
 
     def validate(self) -> None:
         """Positive length, batch and learning rate; momentum and warmup in [0, 1); weight decay >= 0."""
-        if (self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0
-                or not 0 <= self.warmup < 1):
+        if (self.epochs < 1 or self.batch_size < 1 or not 0 < self.lr <= MAX_LR or not 0 <= self.momentum < 1
+                or not 0 <= self.weight_decay <= MAX_WEIGHT_DECAY or not 0 <= self.warmup < 1):
             raise SpecError(f"finetune: needs epochs, batch_size >= 1, lr > 0, 0 <= momentum < 1, weight_decay >= 0, 0 <= warmup < 1; got {self.spec()}")
 
     def run(self, ctx: TransferContext) -> dict[str, float]:
@@ -69,6 +71,9 @@ class Finetune(Task):
                 optimizer.step()
                 losses.append(loss.detach())
                 step += 1
+            if not torch.isfinite(torch.stack(losses)).all():  # one sync per epoch, not per step
+                raise DivergedError(f"finetune diverged in epoch {epoch + 1}: train loss is not finite; lower lr (now {self.lr:g}) "
+                                    f"or warm up longer (warmup now {self.warmup:g})")
         val, test = (predict(model, ctx, split) for split in ("val", "test"))
         y_val, y_test = (torch.as_tensor(ctx.labels(split), device=ctx.device) for split in ("val", "test"))
         return {"test_top1": top1(test, y_test), "test_mean_class_acc": mean_class_accuracy(test, y_test),
