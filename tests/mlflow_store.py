@@ -39,3 +39,4 @@ def server(tmp_path, monkeypatch):
         yield tmp_path
     finally:
         stop_server(process)
+

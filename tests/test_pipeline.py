@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from PIL import Image
 
+from stores import pretrained_store
 from tiny_specs import SOURCE, TARGET, TINY
 from transferlab import get_registry, image_cache, metric_names, pipeline, run_owners, runs, select, source, tracking
 from transferlab.cli import cli
@@ -30,16 +31,7 @@ KNN_TOP1, LINEAR_TOP1 = (f"transfer.{task}.{TARGET_LABEL}.test_top1" for task in
 @pytest.fixture(scope="module")
 def pretrained(empty_store, tmp_path_factory):
     """One tiny finished pretraining run in a store shared by this module's tests: (tracking URI, run id)."""
-    folder = tmp_path_factory.mktemp("pretrained")
-    (folder / "mlflow.db").write_bytes(empty_store.read_bytes())
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("TRANSFERLAB_CACHE", str(folder / "cache"))
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        run_id = pipeline.pretrain_run(**TINY, experiment="shared")
-    return uri, run_id
+    return pretrained_store(empty_store, tmp_path_factory.mktemp("pretrained"), "shared", **TINY)
 
 
 @pytest.fixture

@@ -162,7 +162,7 @@ def test_line_figure_draws_each_group_against_a_log_axis_with_references():
         assert floor.get_ydata()[0] == pytest.approx(means["random init"]) and floor.get_linestyle() == "--"
         assert sum(isinstance(c, LineCollection) for c in ax.collections) >= 2  # error bars of both groups
     legend = fig.legends[0]
-    assert "95% interval over 3 seeds" in legend.get_title().get_text()
+    assert "± one std over 3 seeds" in legend.get_title().get_text()
     assert {t.get_text() for t in legend.get_texts()} == {"bottom_up", "top_down", "full source", "random init"}
     assert "images_per_class" in fig.get_suptitle() and "synthetic(classes=8)" in fig.get_suptitle()
 

@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
+from stores import pretrained_store
 from tiny_specs import SOURCE, TINY
 from transferlab import get_registry, make_manifest, metric_names, pipeline, policies, source
 from transferlab.cli import cli
@@ -173,16 +174,7 @@ def test_the_cli_reads_the_sugar_as_a_source():
 @pytest.fixture(scope="module")
 def pretrained(empty_store, tmp_path_factory):
     """A tiny finished pretraining run on SOURCE half A in its own store: (tracking URI, run id)."""
-    folder = tmp_path_factory.mktemp("pretrained")
-    (folder / "mlflow.db").write_bytes(empty_store.read_bytes())
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("TRANSFERLAB_CACHE", str(folder / "cache"))
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        run_id = pipeline.pretrain_run(**(TINY | {"policy": "split(part='A')"}), experiment="targets")
-    return uri, run_id
+    return pretrained_store(empty_store, tmp_path_factory.mktemp("pretrained"), "targets", **(TINY | {"policy": "split(part='A')"}))
 
 
 @pytest.fixture

@@ -183,7 +183,7 @@ class Report:
         if counts[-1] == 1:
             return "one seed: no error bars"
         seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-        return f"error bars: 95% interval over {seeds} seeds (Student t){what}" + ("; none for rows with one seed" * (counts[0] == 1))
+        return f"error bars: ± one std over {seeds} seeds{what} (95% intervals: see the tables)" + ("; none for rows with one seed" * (counts[0] == 1))
 
     def get(self, row: Row | None, metric: str):
         """The row's (n, mean, std, ci95_low, ci95_high) for `metric`, or None where it has no score."""
@@ -273,7 +273,7 @@ class Report:
 
     def figure(self) -> Figure:
         """One panel per headline metric, the source's own val top-1 first: the metric against the axis, a line (or bars)
-        per group with 95% intervals over seeds, the full source dotted and the random-init floor dashed."""
+        per group with ± std over seeds, the full source dotted and the random-init floor dashed."""
         panels = self.metrics
         ncols = len(panels) if len(panels) <= 3 else 2 if len(panels) == 4 else 3
         nrows = math.ceil(len(panels) / ncols)
@@ -290,7 +290,7 @@ class Report:
             ax.set_ylabel(y_label(metric))
             ax.grid(alpha=0.3)
             ax.set_axisbelow(True)
-            clamp(ax, -1.0, 101.0)  # two seeds' t intervals are wide: let them leave the plot, not squash the means
+            clamp(ax, -1.0, 101.0)
         for ax in axes[len(panels):]:
             ax.set_visible(False)
         legend(fig, axes[:len(panels)], self.error_note())
@@ -298,7 +298,7 @@ class Report:
         return fig
 
     def lines(self, ax, metric: str) -> None:
-        """The cells of each group as a line against the axis, with their 95% intervals."""
+        """The cells of each group as a line against the axis, with ± std over seeds."""
         for i, group in enumerate(self.groups):
             points = sorted((r[3], s) for r in self.cells if r[1] == group and (s := self.get(r, metric)))
             if points:
@@ -316,7 +316,7 @@ class Report:
         return [v + shift * ((max(values) - min(values)) or 1.0) for v in x]
 
     def bars(self, ax, metric: str) -> None:
-        """The cells as bars coloured by group, with their 95% intervals (a study whose cells have no axis value)."""
+        """The cells as bars coloured by group, with ± std over seeds (a study whose cells have no axis value)."""
         for x, row in enumerate(self.cells):
             if s := self.get(row, metric):
                 ax.bar(x, s.mean, yerr=error_bars([s]), capsize=3, width=0.7, color=f"C{self.groups.index(row[1])}",
@@ -422,11 +422,11 @@ def clamp(ax, low: float, high: float) -> None:
 
 
 def error_bars(summaries: list, factor: float = 1.0) -> np.ndarray | None:
-    """Asymmetric error bars from the 95% intervals (zero length where a row has one seed; none when no row has two)."""
-    if all(math.isnan(s.ci95_low) for s in summaries):
+    """Error bars of ± one sample std over seeds (zero length where a row has one seed; none when no row has two). With 2-3
+    seeds a Student t 95% interval reaches 9 or 2.5 stds either side of the mean: it would hide the means; the tables give it."""
+    if all(math.isnan(s.std) for s in summaries):
         return None
-    low = [0.0 if math.isnan(s.ci95_low) else (s.mean - s.ci95_low) * factor for s in summaries]
-    high = [0.0 if math.isnan(s.ci95_high) else (s.ci95_high - s.mean) * factor for s in summaries]
+    low = high = [0.0 if math.isnan(s.std) else s.std * factor for s in summaries]
     return np.array([low, high])
 
 
