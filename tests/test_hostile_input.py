@@ -208,4 +208,5 @@ def test_an_experiment_name_mlflow_cannot_take_is_one_line_before_any_run(store,
 def test_a_file_the_cli_cannot_write_is_one_line(tmp_path):
     for args in (["subset", "--source", SMALL, "--save", "/proc/forbidden/here"], ["subset", "--source", SMALL, "--save", str(tmp_path / ("n" * 300))],
                  ["show", SMALL, "--out", "/proc/x.png"]):
-        assert one_error_line(*args).startswith("Error: /proc") or "File name too long" in one_error_line(*args)
+        line = one_error_line(*args)
+        assert line.startswith("Error: '/proc") or "File name too long" in line

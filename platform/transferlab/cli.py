@@ -36,7 +36,7 @@ class CLI(click.Group):
             click.echo(error_line(exc), err=True)
             ctx.exit(2)
         except OSError as exc:  # a file the user named that cannot be written or read (--save, --out)
-            click.echo(error_line(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")), err=True)
+            click.echo(error_line(f"{excerpt(str(exc.filename or ''))}: {exc.strerror or exc}".lstrip(": ")), err=True)
             ctx.exit(2)
         except Exception as exc:
             if not store_away(exc):
