@@ -29,7 +29,6 @@ from .studies import Cell, Study, images_seen
 from .subset_source import with_seed
 
 STUDY_RUN = "transferlab.study_run"  # tag of a cell run and of the run that asked: the study run
-CELL_PARAMS = ("cell.label", "cell.group", "cell.role", "cell.value", "seed", "policy")
 MAX_SEEDS = 100
 
 console = Console(stderr=True)
