@@ -18,6 +18,7 @@ from .hookspecs import hookimpl
 from .manifest import Manifest
 from .plugins import get_registry
 from .policies import Policy, make_manifest
+from .search_space import Allocation, SearchSpace, SpaceContext
 from .sources import Source
 from .studies import Cell, Study
 from .subset import Seeds, Subset
@@ -60,7 +61,7 @@ def select(source_spec: str, policy_spec: str = "all", seed: int = 0) -> Manifes
 
 
 __all__ = [
-    "Cell", "ClassTree", "Component", "DataError", "DataIndex", "Manifest", "PluginError", "Policy", "PolicyError", "Seeds",
-    "Source", "SpecError", "Study", "Subset", "TransferlabError", "get_registry", "hookimpl", "make_manifest", "policies",
+    "Allocation", "Cell", "ClassTree", "Component", "DataError", "DataIndex", "Manifest", "PluginError", "Policy", "PolicyError", "SearchSpace", "Seeds",
+    "Source", "SpaceContext", "SpecError", "Study", "Subset", "TransferlabError", "get_registry", "hookimpl", "make_manifest", "policies",
     "select", "source",
 ]

@@ -29,3 +29,8 @@ def register_tasks(register):
 @hookspec
 def register_studies(register):
     """Register named study grids."""
+
+
+@hookspec
+def register_spaces(register):
+    """Register search spaces: what an Optuna search may vary about a pretraining (classes, images, labels, length)."""

@@ -15,7 +15,7 @@ Runs and how they link (MLflow):
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mlflow
@@ -57,6 +57,7 @@ MAX_CLASSES = 1_000_000  # a run's recorded class count is untrusted input: Imag
 TARGET_LABEL, TARGET_FINGERPRINT = "transferlab.target_label", "transferlab.target_fingerprint"  # tags of transfer runs
 
 console = Console(stderr=True)
+Evaluated = Callable[[str, torch.nn.Module, int], None]  # (pretraining run id, the model being trained, optimizer steps done)
 
 
 def parse_training(text: str) -> Training:
@@ -149,18 +150,21 @@ def checkpoint_path(run_id: str) -> Path:
     return cache_dir("checkpoints") / f"{run_id}.pt"
 
 
-def train(spec: PretrainSpec, manifest: Manifest, experiment: str, parent: str | None = None, *, wait: bool = True) -> str:
+def train(spec: PretrainSpec, manifest: Manifest, experiment: str, parent: str | None = None, *, wait: bool = True,
+          evaluated: Evaluated | None = None) -> str:
     """Id of the finished pretraining run for `spec`: reused, resumed from its checkpoint, waited for, or trained now
-    (the rules are `runs.keyed_run`'s)."""
+    (the rules are `runs.keyed_run`'s). `evaluated(run_id, model, step)` runs after each evaluation of a training done
+    here (a search's pruner)."""
     with runs.keyed_run(experiment, spec.key(manifest), "pretrain", spec.run_name(), parent=parent, wait=wait, what="pretraining run",
                         checkpoint=checkpoint_path, recorded_if=lambda run: "manifest.digest" in run.data.params,
                         system_metrics=True) as run:
         if not run.done:
-            run_pretraining(spec, manifest, run.run_id, checkpoint_path(run.run_id), fresh=run.fresh)
+            run_pretraining(spec, manifest, run.run_id, checkpoint_path(run.run_id), fresh=run.fresh, evaluated=evaluated)
     return run.run_id
 
 
-def run_pretraining(spec: PretrainSpec, manifest: Manifest, run_id: str, checkpoint: Path, fresh: bool) -> None:
+def run_pretraining(spec: PretrainSpec, manifest: Manifest, run_id: str, checkpoint: Path, fresh: bool,
+                    evaluated: Evaluated | None = None) -> None:
     """Record and run the pretraining in the active run `run_id` (params and manifest only when `fresh`)."""
     if fresh:
         tracking.log_manifest(manifest, f"{spec.source.label()}: {manifest.policy}")
@@ -171,7 +175,8 @@ def run_pretraining(spec: PretrainSpec, manifest: Manifest, run_id: str, checkpo
     log = runs.TrainingLog(run_id, spec.key(manifest))
     try:
         pretrain(spec.backbone, model, images, manifest, val, spec.training, checkpoint, log, seed=spec.seed,
-                 logged=tracking.logged_steps(run_id, "pretrain.epoch"))
+                 logged=tracking.logged_steps(run_id, "pretrain.epoch"),
+                 evaluated=None if evaluated is None else lambda step: evaluated(run_id, model, step))
     except CheckpointError as exc:
         raise CheckpointError(f"cannot resume pretraining run {run_id}: {exc}. The checkpoint and the run (ended KILLED) are "
                               "kept; move or delete the checkpoint and rerun to train afresh in a new run") from exc

@@ -12,7 +12,7 @@ from .errors import PluginError
 from .registry import KIND_HOOKS, Registry
 
 DEFAULT_PLUGINS = ("transferlab_sources", "transferlab_subsets", "transferlab_wordnet", "transferlab_timm", "transferlab_probes",
-                   "transferlab_studies")
+                   "transferlab_studies", "transferlab_search")
 ENTRY_POINT_GROUP = "transferlab"
 PLUGINS_ENV = "TRANSFERLAB_PLUGINS"  # comma-separated third-party plugins to load; empty loads none
 

@@ -16,6 +16,7 @@ KIND_HOOKS = {
     "backbone": "register_backbones",
     "task": "register_tasks",
     "study": "register_studies",
+    "space": "register_spaces",
 }
 
 

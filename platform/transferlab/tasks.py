@@ -36,12 +36,19 @@ class TransferContext:
 
     Splits come from the target's index. A target without val images gets one carved from train: a fixed random
     20% of every class with at least two training images (the same for every run and seed); a target without test
-    images is refused. The context moves `model` to `device` and into eval mode; frozen tasks never change it, and
-    fine-tuning works on `fresh_model()` copies.
+    images is refused. With `holdout='val'` (a search's trials, which must never see test) the target's val split
+    plays test and a val is carved from the rest of train, so tasks run unchanged and test stays untouched. The
+    context moves `model` to `device` and into eval mode; frozen tasks never change it, and fine-tuning works on
+    `fresh_model()` copies.
     """
 
     def __init__(self, target: Source, backbone: Backbone, model: torch.nn.Module, resolution: int, *,
-                 device: str | torch.device = "auto", seed: int = 0, batch_size: int = 256):
+                 device: str | torch.device = "auto", seed: int = 0, batch_size: int = 256, holdout: str = "test",
+                 cache_features: bool = True):
+        if holdout not in ("test", "val"):
+            raise ValueError(f"holdout is 'test' or 'val', got {holdout!r}")
+        self.holdout = holdout
+        self.cache_features = cache_features  # off for a model still training (a pruner's probe): its features change
         self.target = target
         self.backbone = backbone
         self.resolution = resolution
@@ -66,6 +73,9 @@ class TransferContext:
         if not len(splits["test"]):
             raise DataError(f"target {self.target.spec()} has no test split: transfer reports accuracy on held-out test images")
         if not len(splits["val"]):
+            splits["train"], splits["val"] = carve_val(splits["train"], index.labels[splits["train"]])
+        if self.holdout == "val":
+            splits["test"] = splits["val"]
             splits["train"], splits["val"] = carve_val(splits["train"], index.labels[splits["train"]])
         return splits
 
@@ -97,9 +107,12 @@ class TransferContext:
         """Frozen penultimate features float32 [n, D] and labels int64 [n] of a split, computed once."""
         if split not in self._features:
             samples = self.samples(split)
-            key = (self.weights_digest, self.backbone.spec(), self.target.fingerprint, self.resolution,
-                   "bf16" if self.device.type == "cuda" else "fp32", hashlib.sha256(samples.astype("<i8").tobytes()).hexdigest())
-            x = cached_features(key, lambda: self.extract(samples))
+            if self.cache_features:
+                key = (self.weights_digest, self.backbone.spec(), self.target.fingerprint, self.resolution,
+                       "bf16" if self.device.type == "cuda" else "fp32", hashlib.sha256(samples.astype("<i8").tobytes()).hexdigest())
+                x = cached_features(key, lambda: self.extract(samples))
+            else:
+                x = self.extract(samples)
             self._features[split] = x, self.labels(split)
         return self._features[split]
 

@@ -27,7 +27,7 @@ MAX_EVALUATIONS = 20  # with the length in steps, evaluate (and checkpoint) abou
 
 def pretrain(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, manifest: Manifest, val: tuple[np.ndarray, np.ndarray],
              spec: Training, checkpoint: Path, log: Callable[[dict[str, float], int], None], *, seed: int = 0,
-             logged: Collection[int] = (), progress: bool = True) -> dict[str, float]:
+             logged: Collection[int] = (), progress: bool = True, evaluated: Callable[[int], None] | None = None) -> dict[str, float]:
     """Train `model` (in place) on the manifest's samples of `images`; resume from `checkpoint` if it exists; return the last metrics.
 
     Training is evaluated — held-out val top-1, an atomic checkpoint, then `log(metrics, step)` — after every epoch when
@@ -36,15 +36,17 @@ def pretrain(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, man
     has already recorded) are logged first, so a kill between checkpoint and logging leaves neither a gap nor a
     duplicate. Crops and order depend on (seed, epoch) only; dropout and DropPath draw from torch's generator seeded
     from `seed` (restored from the checkpoint on resume), and the caller's random state is left as it was.
+    `evaluated(step)` runs after each evaluation made here (not the replayed ones), the model as trained so far; a
+    search's pruner stops the run from it by raising.
     """
     device = resolve_device(spec.device)
     with seeded(seed, "pretrain", device):
-        return train_loop(backbone, model, images, manifest, val, spec, checkpoint, log, device, seed, logged, progress)
+        return train_loop(backbone, model, images, manifest, val, spec, checkpoint, log, device, seed, logged, progress, evaluated)
 
 
 def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, manifest: Manifest, val: tuple[np.ndarray, np.ndarray],
                spec: Training, checkpoint: Path, log: Callable[[dict[str, float], int], None], device: torch.device, seed: int,
-               logged: Collection[int], progress: bool) -> dict[str, float]:
+               logged: Collection[int], progress: bool, evaluated: Callable[[int], None] | None = None) -> dict[str, float]:
     """The body of `pretrain`, run with torch's random state seeded."""
     net = prepare(model, device, spec.compile)
     optimizer = make_optimizer(model, spec)
@@ -121,6 +123,8 @@ def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, m
             bars.update(bar, result=summary(metrics))
             save_checkpoint(checkpoint, key, model, optimizer, step, epoch, history)
             log(metrics, step)
+            if evaluated is not None:
+                evaluated(step)
     return dict(history[-1]["metrics"])
 
 
