@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up what the test suite needs, and only what is missing, so running it again changes nothing: Python's venv module,
-# the virtual environment .venv with transferlab and its test extras, and WordNet 3.0. The README's test command runs
+# PostgreSQL, the virtual environment .venv with transferlab and its test extras, and WordNet 3.0. The README's test command runs
 # it before pytest (CI runs that command). Run as root on Debian it installs system packages with apt-get; elsewhere
 # it fetches WordNet with nltk's downloader, and says in one line what to do when neither can work.
 set -euo pipefail
@@ -18,6 +18,9 @@ debian_install() {  # install Debian packages when root on Debian (the package l
 
 # System packages the suite needs before the venv exists; more services' packages go here, as `check || debian_install pkg`.
 python3 -c 'import ensurepip' 2>/dev/null || debian_install python3-venv || true  # Debian's python3 makes no venv without it
+# A real PostgreSQL server for the search storage's tests (tests/postgres.py starts one); Debian keeps its programs off PATH.
+has_postgres() { compgen -G "${TRANSFERLAB_POSTGRES_BIN:-/usr/lib/postgresql/*/bin}/initdb" >/dev/null || command -v initdb >/dev/null; }
+has_postgres || debian_install postgresql || true  # without it the PostgreSQL tests fail, saying to run this as root on Debian
 
 [ -x .venv/bin/pip ] || python3 -m venv .venv  # also mends a venv an earlier run made without pip
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'

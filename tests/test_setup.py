@@ -13,12 +13,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "setup.sh"
 INSTALL = "apt-get install -y -qq --no-install-recommends"
 
-# Stand-ins for the system, driven by files in $STATE: `ensurepip` and `wordnet` mark what is installed. Each logs its call.
+# Stand-ins for the system, driven by files in $STATE: `ensurepip`, `wordnet` and PostgreSQL's initdb (at INITDB, which
+# $TRANSFERLAB_POSTGRES_BIN points setup.sh at) mark what is installed. Each logs its call.
+INITDB = "postgresql/15/bin/initdb"
 FAKES = {
     "id": 'echo "$FAKE_UID"',
     "apt-get": 'echo "apt-get $*" >> "$LOG"\n'
                'case " $* " in *" python3-venv "*) touch "$STATE/ensurepip";; esac\n'
-               'case " $* " in *" wordnet-base "*) touch "$STATE/wordnet";; esac',
+               'case " $* " in *" wordnet-base "*) touch "$STATE/wordnet";; esac\n'
+               f'case " $* " in *" postgresql "*) mkdir -p "$(dirname "$STATE/{INITDB}")"; touch "$STATE/{INITDB}";; esac',
     "python3": 'case "$*" in\n'
                '  "-c import ensurepip") [ -e "$STATE/ensurepip" ];;\n'
                '  "-m venv .venv") echo "python3 $*" >> "$LOG"; mkdir -p .venv/bin; cp "$STATE/python" "$STATE/pip" .venv/bin;;\n'
@@ -31,6 +34,7 @@ FAKES = {
               'esac',
     "pip": 'echo "pip $*" >> "$LOG"',
 }
+SYSTEM_TOOLS = ("bash", "dirname", "mkdir", "cp", "touch")  # the real programs setup.sh and the fakes run
 
 
 def write_script(path: Path, body: str) -> None:
@@ -49,10 +53,14 @@ def sandbox(tmp_path):
     for name, body in FAKES.items():
         write_script((state if name in ("python", "pip") else bin_dir) / name, body)
     log = tmp_path / "log"
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "STATE": str(state), "LOG": str(log), "HOME": str(tmp_path)}
+    for tool in SYSTEM_TOOLS:  # PATH holds only these and the fakes: this machine's own initdb, say, must not count
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {"PATH": str(bin_dir), "STATE": str(state), "LOG": str(log), "HOME": str(tmp_path),
+           "TRANSFERLAB_POSTGRES_BIN": f"{state}/postgresql/*/bin"}
 
     def run(uid: int, *installed: str) -> tuple[subprocess.CompletedProcess, list[str]]:
         for name in installed:
+            (state / name).parent.mkdir(parents=True, exist_ok=True)
             (state / name).touch()
         log.write_text("")
         done = subprocess.run(["bash", "tests/setup.sh"], cwd=tmp_path, env={**env, "FAKE_UID": str(uid)}, capture_output=True, text=True)
@@ -68,14 +76,14 @@ def test_setup_script_is_valid_bash():
 def test_as_root_on_debian_it_installs_exactly_what_is_missing_once(sandbox):
     done, calls = sandbox(0)
     assert done.returncode == 0, done.stderr
-    assert calls == ["apt-get update -qq", f"{INSTALL} python3-venv", "python3 -m venv .venv",
+    assert calls == ["apt-get update -qq", f"{INSTALL} python3-venv", f"{INSTALL} postgresql", "python3 -m venv .venv",
                      "pip install -q --disable-pip-version-check -e .[test]", f"{INSTALL} wordnet-base wordnet-sense-index"]
     done, calls = sandbox(0)  # again: all there, so only pip checks the install
     assert done.returncode == 0 and calls == ["pip install -q --disable-pip-version-check -e .[test]"]
 
 
 def test_as_root_it_installs_nothing_when_all_is_there(sandbox):
-    done, calls = sandbox(0, "ensurepip", "wordnet")
+    done, calls = sandbox(0, "ensurepip", "wordnet", INITDB)
     assert done.returncode == 0 and not [c for c in calls if c.startswith("apt-get")]
 
 
