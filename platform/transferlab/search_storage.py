@@ -53,14 +53,17 @@ def redacted(url: str) -> str:
 
 def open_storage(url: str):
     """Optuna's RDB storage with heartbeats and retries of trials whose worker died; one line if it cannot be opened."""
+    import warnings
+
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are Optuna's own, if new
     beat = heartbeat_s()
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=beat,
                                           grace_period=STALE_BEATS * beat,
-                                          failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY))
+                                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise StorageUnavailable(f"cannot open the Optuna storage {redacted(url)}: {type(exc).__name__}: "
                                  f"{str(exc).strip().splitlines()[0][:300]}") from None

@@ -1,0 +1,200 @@
+"""A search's results: the best trials measured once on test, the trials table, the Pareto front of score against
+pretraining cost, Optuna's history and importance plots, and what pruning saved; written locally and to the search run."""
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from . import tracking
+from .cache import atomic_path
+from .pipeline import TransferSpec, measure
+
+COLUMNS = ("number", "state", "val_score", "test_score", "classes", "images_per_class", "selection", "labels", "steps", "images_seen",
+           "seconds", "pruned_at_step", "reused", "policy", "run_id", "pretrain_run", "error")
+
+
+def best_trials(plan, study) -> list:
+    """The trials measured on test: the `best` highest val scores (one objective), or the Pareto front's, best score first."""
+    from optuna.trial import TrialState
+
+    if len(plan.objectives) > 1:
+        chosen = study.best_trials
+    else:
+        chosen = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(chosen, key=lambda t: (-t.values[0], t.number))[:plan.args.best]
+
+
+def measure_best(plan, study, search_run: str) -> list[dict]:
+    """Measure each best trial's pretraining once on the target's test split (ordinary, reused transfer runs); record the
+    scores on the trial (user attr test_score), its run, and the search run (best.<rank>.val_score / test_score)."""
+    from .search_runs import RUN_ATTR
+
+    test = TransferSpec(plan.target.target, plan.target.tasks)
+    rows, summary = [], {}
+    for rank, trial in enumerate(best_trials(plan, study), 1):
+        metrics = measure(trial.user_attrs["pretrain_run"], test)
+        score = next(v for k, v in metrics.items() if k.endswith(".test_top1"))
+        study._storage.set_trial_user_attr(trial._trial_id, "test_score", score)
+        tracking.log_metrics(trial.user_attrs[RUN_ATTR], metrics | {"search.test_score": score})
+        summary |= {f"best.{rank}.val_score": trial.values[0], f"best.{rank}.test_score": score, f"best.{rank}.trial": float(trial.number)}
+        rows.append({"rank": rank, "number": trial.number, "val_score": trial.values[0], "test_score": score})
+    if summary:
+        tracking.log_metrics(search_run, summary)
+    return rows
+
+
+def trials_frame(study) -> pd.DataFrame:
+    """One row per trial: state, scores, allocation, cost, links."""
+    from .search_runs import ERROR_ATTR, RUN_ATTR
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        last = max(t.intermediate_values) if t.intermediate_values else None
+        rows.append({"number": t.number, "state": t.state.name, "val_score": t.values[0] if t.values else math.nan,
+                     "test_score": a.get("test_score", math.nan), "classes": a.get("classes"), "images_per_class": a.get("images_per_class"),
+                     "selection": a.get("selection"), "labels": a.get("labels"), "steps": a.get("steps"), "images_seen": a.get("images_seen"),
+                     "seconds": a.get("seconds"), "pruned_at_step": last if t.state.name == "PRUNED" else None, "reused": a.get("reused"),
+                     "policy": a.get("policy"), "run_id": a.get(RUN_ATTR), "pretrain_run": a.get("pretrain_run"), "error": a.get(ERROR_ATTR)})
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
+    """The complete trials no other beats on both val score (higher) and images seen (fewer), cheapest first."""
+    done = frame[frame.state == "COMPLETE"].sort_values(["images_seen", "val_score"], ascending=[True, False])
+    best, keep = -math.inf, []
+    for i, row in done.iterrows():
+        if row.val_score > best:
+            keep.append(i)
+            best = row.val_score
+    return done.loc[keep]
+
+
+def pruning_saving(frame: pd.DataFrame) -> tuple[float, float]:
+    """(pretraining images seen by every trial, the share pruning saved of what they would have seen unpruned)."""
+    seen = frame.images_seen.fillna(0).astype(float)
+    full = seen.copy()
+    pruned = frame.state == "PRUNED"
+    full[pruned] = frame.steps[pruned].astype(float) * (seen[pruned] / frame.pruned_at_step[pruned].astype(float))  # × batch
+    total_full = full[frame.state.isin(["COMPLETE", "PRUNED"])].sum()
+    return float(seen.sum()), float(1 - seen[frame.state.isin(["COMPLETE", "PRUNED"])].sum() / total_full) if total_full else 0.0
+
+
+def write_search_report(plan, study, search_run: str, out: Path | None = None) -> tuple[Path, ...]:
+    """Write trials.csv, pareto.csv, search.md and the PNG plots into `out` (default ./reports/search-<name>), log them as the
+    search run's `search/` artifacts, record the search's summary metrics; return the paths."""
+    out = Path(out or Path("reports") / f"search-{re.sub(r'[^A-Za-z0-9._-]+', '_', plan.args.name)[:80]}")
+    out.mkdir(parents=True, exist_ok=True)
+    frame = trials_frame(study)
+    front = pareto_front(frame)
+    seen, saved = pruning_saving(frame)
+    files = [write_csv(frame, out / "trials.csv"), write_csv(front, out / "pareto.csv"), pareto_png(frame, front, plan, out / "pareto.png")]
+    files += optuna_pngs(study, out)
+    files.append(write_text(out / "search.md", markdown(plan, frame, front, seen, saved)))
+    counts = frame.state.value_counts()
+    tracking.log_metrics(search_run, {"search.trials_complete": float(counts.get("COMPLETE", 0)), "search.trials_pruned": float(counts.get("PRUNED", 0)),
+                                      "search.trials_failed": float(counts.get("FAIL", 0)), "search.images_seen": seen,
+                                      "search.pruning_saved_fraction": saved})
+    client = tracking.client()
+    for path in files:
+        client.log_artifact(search_run, str(path), "search")
+    return tuple(files)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """A frame as CSV, atomically."""
+    return write_text(path, frame.to_csv(index=False))
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Text to a file, atomically."""
+    with atomic_path(path, f"the report file {path.name}", len(text.encode())) as tmp:
+        tmp.write_text(text)
+    path.chmod(0o644)
+    return path
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """A figure as PNG, atomically."""
+    with atomic_path(path, f"the figure {path.name}", 1 << 20) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    path.chmod(0o644)
+    return path
+
+
+def pareto_png(frame: pd.DataFrame, front: pd.DataFrame, plan, path: Path) -> Path:
+    """Val score against pretraining images seen: complete trials coloured by classes, pruned ones where they stopped,
+    the Pareto front joined."""
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
+    done = frame[frame.state == "COMPLETE"]
+    if len(done):
+        dots = ax.scatter(done.images_seen, done.val_score, c=done.classes.astype(float), cmap="viridis", s=36, zorder=3, label="complete trial")
+        fig.colorbar(dots, ax=ax, label="classes k (budget / k images each)")
+    ax.step(front.images_seen, front.val_score, where="post", color="crimson", lw=1.5, zorder=2, label="Pareto front")
+    ax.scatter(front.images_seen, front.val_score, facecolors="none", edgecolors="crimson", s=110, zorder=4)
+    pruned = frame[frame.state == "PRUNED"]
+    if len(pruned):
+        for x in pruned.images_seen:
+            ax.axvline(x, color="0.85", lw=0.8, zorder=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("pretraining images seen (optimizer steps × batch), log scale")
+    ax.set_ylabel(f"{plan.task.name} top-1 on target val (%)")
+    ax.set_title(f"search {plan.args.name}: budget {plan.args.budget} images on {plan.source.label()}", fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    if len(pruned):
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], color="0.85", lw=0.8))
+        labels.append(f"where {len(pruned)} pruned trials stopped")
+    ax.legend(handles, labels, loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
+def optuna_pngs(study, out: Path) -> list[Path]:
+    """Optuna's own optimization-history and parameter-importance plots (matplotlib), where the trials allow them."""
+    import warnings
+
+    import optuna
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as plots
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    files = []
+    multi = len(study.directions) > 1
+    target = (lambda t: t.values[0]) if multi else None
+    history = plots.plot_optimization_history(study, target=target, target_name="val score")
+    files.append(save(history.figure, out / "history.png"))
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) >= 2 and len({tuple(sorted(t.params.items())) for t in complete}) >= 2:
+        importance = plots.plot_param_importances(study, target=target, target_name="val score")
+        files.append(save(importance.figure, out / "importance.png"))
+    return files
+
+
+def markdown(plan, frame: pd.DataFrame, front: pd.DataFrame, seen: float, saved: float) -> str:
+    """The search's summary: settings, the best trials (val and test), the Pareto front, the trial counts and pruning."""
+    counts = frame.state.value_counts()
+    best = frame[frame.test_score.notna()].sort_values("val_score", ascending=False)
+    show = ["number", "val_score", "test_score", "classes", "images_per_class", "selection", "labels", "steps", "images_seen", "policy"]
+    lines = [f"# Search `{plan.args.name}`", "",
+             f"- **Source:** `{plan.source.spec()}`", f"- **Target:** `{plan.target.target.spec()}`; trials scored by "
+             f"`{plan.task.spec()}` on its **val** split; the best measured once on **test**, afterwards",
+             f"- **Budget:** {plan.args.budget} images; **space:** `{plan.space.spec()}`; **training:** `{plan.training.spec()}`",
+             f"- **Objective:** {plan.args.objective}; sampler {plan.args.sampler}, pruner {plan.args.pruner}; seed {plan.args.seed}",
+             f"- **Trials:** {len(frame)} ({', '.join(f'{counts[s]} {s.lower()}' for s in counts.index)}); pretraining images seen "
+             f"{seen:,.0f}; pruning saved {100 * saved:.0f}% of the images unpruned trials would have seen", "",
+             "![score against images seen](pareto.png)", "", "## Best trials: val score (chosen on it) and test score (measured once after)", "",
+             table(best[show]), "", "## Pareto front: val score against pretraining images seen", "", table(front[show[:2] + show[3:]]), ""]
+    return "\n".join(lines)
+
+
+def table(frame: pd.DataFrame) -> str:
+    """A frame as a Markdown table, numbers rounded for reading."""
+    if frame.empty:
+        return "(none)"
+    return frame.to_markdown(index=False, floatfmt=".4g")
