@@ -1,4 +1,4 @@
-"""WordNet hierarchy and policies: the paper's label sets to the class, coarsen, exclude_under/overlap, class lists."""
+"""WordNet hierarchy and policies: the paper's label sets to the class, coarsen, exclude_under/overlap, tree_classes, class lists."""
 
 import dataclasses
 from collections import Counter
@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from test_tree_policies import check_coarsened, check_halves, halves
+from test_tree_policies import check_clustered, check_coarsened, check_halves, check_spread, halves, under
 from transferlab import (
     DataError,
     Manifest,
@@ -309,3 +309,18 @@ def test_min_overlap_split_of_merged_classes():
     a = run("wordnet_level(classes=127, method='top_down') | split(part='A', how='min_overlap')")
     b = run("wordnet_level(classes=127, method='top_down') | split(part='B', how='min_overlap')")
     assert a.num_classes + b.num_classes == 127 and not set(a.classes) & set(b.classes)
+
+
+# --- tree_classes ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tree_classes_spread_and_clustered_over_imagenet(seed):
+    src = source(IMAGENET)
+    everything = under(src.tree, np.arange(1000))
+    spread = under(src.tree, check_spread(src, "tree_classes(k=10)", seed))
+    assert (everything[spread >= 2] >= 100).all()  # no two spread picks share a WordNet subtree of under 100 classes
+    assert 1 <= spread[src.tree.node(DOG)] <= 2  # the 118 dogs get their share, 1.18
+    clustered = under(src.tree, check_clustered(src, "tree_classes(k=10, how='clustered')", seed))
+    assert everything[clustered == 10].min() == 10  # all ten under one node of exactly ten classes
+    merged = run("wordnet_level(classes=127, method='top_down') | tree_classes(k=10, how='clustered')")
+    assert merged.num_classes == 10 and set(merged.classes) < set(run("wordnet_level(classes=127, method='top_down')").classes)

@@ -1,13 +1,13 @@
-"""Built-in subset policies that need no hierarchy: all, images_per_class, fraction, random_classes, fixed_budget, exclude, split."""
+"""Built-in subset policies that need no hierarchy: all, images_per_class, fraction, random_classes, tree_classes, fixed_budget, exclude, split."""
 
 from transferlab import hookimpl
 
 from .budget import FixedBudget
-from .class_policies import Exclude, RandomClasses, Split
+from .class_policies import Exclude, RandomClasses, Split, TreeClasses
 from .image_policies import All, Fraction, ImagesPerClass
 
 
 @hookimpl
 def register_policies(register):
-    for policy in (All, ImagesPerClass, Fraction, RandomClasses, FixedBudget, Exclude, Split):
+    for policy in (All, ImagesPerClass, Fraction, RandomClasses, TreeClasses, FixedBudget, Exclude, Split):
         register(policy)

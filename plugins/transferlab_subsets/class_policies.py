@@ -1,4 +1,5 @@
-"""Policies that choose classes: random_classes, exclude, split (random, or along the class tree with minimal overlap)."""
+"""Policies that choose classes: random_classes, tree_classes (by place in the class tree), exclude, split (random, or along
+the class tree with minimal overlap)."""
 
 import dataclasses
 from collections.abc import Sequence
@@ -201,3 +202,85 @@ class Split(Policy):
         first = bool(len(half)) and half[0] == 0
         other = np.setdiff1d(np.arange(subset.num_classes), half)
         return subset.keep_classes(half if (self.part == "A") == first else other)
+
+
+# tree_classes' rule: a depth-first walk of the class tree (siblings in a seeded random order) lists the current classes so
+# that every subtree's classes are consecutive. So k evenly spaced positions of that list give every subtree holding s of
+# the n classes floor(s*k/n) or ceil(s*k/n) of the k ('spread': as many different subtrees as k allows on a balanced tree,
+# each subtree its share on any tree); and a window of k consecutive positions inside a smallest subtree holding k classes,
+# touching the fewest subtrees below it, shares subtrees as much as k allows ('clustered').
+
+
+def tree_order(subset: Subset, tree: ClassTree, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Current classes in depth-first order (a node's anchored classes before its children, siblings in seeded random
+    order); with the number of current classes under every node and the position of the first of them in that order."""
+    anchors = class_anchors(subset, tree)
+    count = np.bincount(anchors, minlength=len(tree.nodes))
+    for node in nodes_bottom_up(tree)[:-1].tolist():
+        count[tree.parents[node]] += count[node]
+    at_node: dict[int, list[int]] = {}
+    for current, node in enumerate(anchors.tolist()):
+        at_node.setdefault(node, []).append(current)
+    keys = rng.random(len(tree.nodes))
+    first = np.zeros(len(tree.nodes), dtype=np.int64)
+    order: list[int] = []
+    stack = [0]
+    while stack:
+        node = stack.pop()
+        first[node] = len(order)
+        order += at_node.get(node, [])
+        stack += sorted((c for c in tree.children[node] if count[c]), key=lambda c: -keys[c])  # popped smallest key first
+    return np.array(order, dtype=np.int64), count, first
+
+
+def clustered_starts(tree: ClassTree, count: np.ndarray, first: np.ndarray, k: int) -> np.ndarray:
+    """Starts of the windows of k classes (positions in `tree_order`) that lie in a smallest subtree holding k classes and,
+    among those, touch the fewest subtrees below it; a chain of nodes holding the same classes counts as one subtree."""
+    n = int(count[0])
+    parents = np.maximum(tree.parents, 0)
+    distinct = (count > 0) & ((count < count[parents]) | (tree.parents < 0))  # the top of every chain
+    nested = np.zeros(len(tree.nodes), dtype=np.int64)  # distinct subtrees holding a node's classes, itself included
+    for node in np.argsort(tree.depths, kind="stable").tolist():  # parents before children
+        nested[node] = (nested[parents[node]] if node else 0) + distinct[node]
+    touched = np.zeros(n - k + 2, dtype=np.int64)  # difference array over starts 0..n-k
+    nodes = np.flatnonzero(distinct)
+    lo, hi = np.maximum(first[nodes] - k + 1, 0), np.minimum(first[nodes] + count[nodes] - 1, n - k)
+    np.add.at(touched, lo, 1)
+    np.add.at(touched, hi + 1, -1)
+    touched = np.cumsum(touched)[:-1]
+    smallest = count[count >= k].min()
+    tops = nodes[count[nodes] == smallest]
+    starts = np.concatenate([np.arange(first[v], first[v] + smallest - k + 1) for v in tops.tolist()])
+    below = touched[starts] - np.repeat(nested[tops], smallest - k + 1)  # subtrees touched below the window's smallest one
+    return starts[below == below.min()]
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeClasses(Policy):
+    """Keep k classes by their place in the class tree: how='spread' (every subtree gets its share of the k), 'clustered'
+    (all in a smallest subtree holding k) or 'random' (as random_classes)."""
+
+    name = "tree_classes"
+    k: int
+    how: Literal["spread", "clustered", "random"] = "spread"
+
+    def validate(self):
+        if self.k < 1:
+            raise SpecError(f"tree_classes: k must be at least 1, got {self.k}")
+
+    def apply(self, subset: Subset, tree: ClassTree, seeds: Seeds) -> Subset:
+        """Spread: positions (r + i*n) // k of the depth-first order, i < k, for a seeded r in 0..n-1. Clustered: k
+        consecutive positions from a seeded start among `clustered_starts`."""
+        n, k = subset.num_classes, self.k
+        if k > n:
+            raise PolicyError(f"{self.spec()} asks for {k} classes, but only {n} are left")
+        if self.how == "random":
+            return take_classes(subset, seeds, k, self.spec())
+        rng = seeds.generator("tree_classes")
+        order, count, first = tree_order(subset, tree, rng)
+        if self.how == "spread":
+            positions = (int(rng.integers(n)) + np.arange(k) * n) // k
+        else:
+            starts = clustered_starts(tree, count, first, k)
+            positions = int(rng.choice(starts)) + np.arange(k)
+        return subset.keep_classes(np.sort(order[positions]))
