@@ -16,7 +16,7 @@ from . import policies as parse_policies
 from . import source as parse_source
 from .cache import CACHE_ENV, CLEARABLE, KEPT, cache_root, clear, usage
 from .components import signature
-from .defaults import DEFAULTS, STUDY_DEFAULTS
+from .defaults import DEFAULTS, SEARCH_DEFAULTS, STUDY_DEFAULTS
 from .errors import SpecError, TransferlabError
 from .plugins import get_registry
 from .policies import make_manifest
@@ -301,6 +301,53 @@ def study(study: str, source: str, targets: tuple[str, ...], backbone: str, trai
     plan = StudyPlan.parse(study, source, targets, backbone, training, seeds, tasks)
     result = run_study(plan, experiment, out=out, wait=not no_wait)
     console.print(f"[bold]study run[/] {result.study_run}  ({len(result.cell_runs)} cell runs)")
+    print_report(result.report)
+
+
+@cli.command()
+@click.option("--source", default=DEFAULTS["source"], show_default=True, help="Pretraining source spec.")
+@click.option("--target", default=DEFAULTS["target"], show_default=True, help="Target source spec (`SOURCE | POLICY ...` for a part of one).")
+@click.option("--budget", type=click.IntRange(min=1), required=True, help="Pretraining images every trial spends (classes × images per class).")
+@click.option("--trials", default=SEARCH_DEFAULTS["trials"], show_default=True, type=click.IntRange(min=1),
+              help="Trials the search ends with (a rerun with the same --name runs only the missing ones).")
+@click.option("--name", default="search", show_default=True, help="The Optuna study (and MLflow search run) name; rerun it to continue.")
+@click.option("--storage", default=None, help="Optuna storage URL (default sqlite:///optuna.db; postgresql://... for --workers > 1).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes running trials in parallel.")
+@click.option("--objective", default=SEARCH_DEFAULTS["objective"], show_default=True,
+              help="'score' (val score ↑), or with costs ↓ for a Pareto search: score,images_seen or score,images_seen,seconds.")
+@click.option("--sampler", default=SEARCH_DEFAULTS["sampler"], show_default=True, type=click.Choice(["tpe", "random", "nsga2"]))
+@click.option("--pruner", default=SEARCH_DEFAULTS["pruner"], show_default=True, type=click.Choice(["median", "hyperband", "none"]),
+              help="Stops weak trials from a kNN score on target val after each evaluation (one objective only).")
+@click.option("--space", default=SEARCH_DEFAULTS["space"], show_default=True, help="Search space spec, e.g. \"allocation(steps=(100, 300))\".")
+@click.option("--backbone", default=DEFAULTS["backbone"], show_default=True, help="Backbone spec.")
+@click.option("--training", default=SEARCH_DEFAULTS["training"], show_default=True, help="Training recipe of every trial.")
+@click.option("--task", default=SEARCH_DEFAULTS["task"], show_default=True, help="The transfer task that scores a trial (on target val).")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every trial's subset and weights, and of the sampler.")
+@click.option("--best", default=SEARCH_DEFAULTS["best"], show_default=True, type=click.IntRange(min=1),
+              help="Best trials measured once on the target's test split at the end.")
+@click.option("--experiment", help="MLflow experiment (default '<name> search'; under `mlflow run`, the project run's).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder (default ./reports/search-<name>).")
+@click.option("--dry-run", is_flag=True, help="Print the search space and stop: no run, no trial.")
+def search(source: str, target: str, budget: int, trials: int, name: str, storage: str | None, workers: int, objective: str, sampler: str,
+           pruner: str, space: str, backbone: str, training: str, task: str, seed: int, best: int, experiment: str | None, out: Path | None,
+           dry_run: bool):
+    """Search how to spend a pretraining budget (classes × images, which classes, labels) with Optuna; each trial is a
+    tracked pretraining + transfer, pruned early when weak; the best are measured on test at the end."""
+    from .search_runs import SearchArgs, SearchPlan
+    from .search_storage import DEFAULT_STORAGE
+
+    args = SearchArgs(name, source, target, budget, trials, space, backbone, training, task, objective, sampler, pruner, seed,
+                      storage or DEFAULT_STORAGE, workers, best)
+    plan = SearchPlan.parse(args)
+    if dry_run:
+        from .search_view import space_table
+
+        console.print(space_table(plan))
+        return
+    from .search_runs import run_search
+
+    result = run_search(plan, experiment, out=out)
+    console.print(f"[bold]search run[/] {result.search_run}  (Optuna study {escape(result.study)} in {escape(result.storage)})")
     print_report(result.report)
 
 

@@ -13,3 +13,8 @@ DEFAULTS = {
 # A study's defaults: its length is held fixed in optimizer steps across cells (a subset of 25 images per class trains as
 # many steps as the whole source), so cells differ only in their data; 2 seeds give mean ± std.
 STUDY_DEFAULTS = {"training": "train(steps=300)", "seeds": 2}
+
+# A search's defaults: trials train a fixed number of optimizer steps (so allocations differ only in their data unless the
+# space searches the length), are scored by kNN on the target's val split, and the median pruner stops weak ones.
+SEARCH_DEFAULTS = {"training": "train(steps=300)", "trials": 24, "space": "allocation", "task": "knn", "objective": "score",
+                   "sampler": "tpe", "pruner": "median", "best": 3}

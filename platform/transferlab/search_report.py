@@ -2,18 +2,18 @@
 pretraining cost, Optuna's history and importance plots, and what pruning saved; written locally and to the search run."""
 
 import math
-import re
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
 from . import tracking
-from .cache import atomic_path
 from .pipeline import TransferSpec, measure
+from .report import file_stem, save, table, write_text
 
 COLUMNS = ("number", "state", "val_score", "test_score", "classes", "images_per_class", "selection", "labels", "steps", "images_seen",
            "seconds", "pruned_at_step", "reused", "policy", "run_id", "pretrain_run", "error")
+TEST_SCORES = "test_scores"  # study user attr: {trial number: test score} of the best trials, measured once
 
 
 def best_trials(plan, study) -> list:
@@ -33,15 +33,16 @@ def measure_best(plan, study, search_run: str) -> list[dict]:
     from .search_runs import RUN_ATTR
 
     test = TransferSpec(plan.target.target, plan.target.tasks)
-    rows, summary = [], {}
+    rows, summary, scores = [], {}, dict(study.user_attrs.get(TEST_SCORES, {}))
     for rank, trial in enumerate(best_trials(plan, study), 1):
         metrics = measure(trial.user_attrs["pretrain_run"], test)
         score = next(v for k, v in metrics.items() if k.endswith(".test_top1"))
-        study._storage.set_trial_user_attr(trial._trial_id, "test_score", score)
+        scores[str(trial.number)] = score  # a finished trial's attrs are frozen: the study keeps them
         tracking.log_metrics(trial.user_attrs[RUN_ATTR], metrics | {"search.test_score": score})
         summary |= {f"best.{rank}.val_score": trial.values[0], f"best.{rank}.test_score": score, f"best.{rank}.trial": float(trial.number)}
         rows.append({"rank": rank, "number": trial.number, "val_score": trial.values[0], "test_score": score})
     if summary:
+        study.set_user_attr(TEST_SCORES, scores)
         tracking.log_metrics(search_run, summary)
     return rows
 
@@ -50,12 +51,12 @@ def trials_frame(study) -> pd.DataFrame:
     """One row per trial: state, scores, allocation, cost, links."""
     from .search_runs import ERROR_ATTR, RUN_ATTR
 
-    rows = []
+    rows, scores = [], study.user_attrs.get(TEST_SCORES, {})
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
         last = max(t.intermediate_values) if t.intermediate_values else None
         rows.append({"number": t.number, "state": t.state.name, "val_score": t.values[0] if t.values else math.nan,
-                     "test_score": a.get("test_score", math.nan), "classes": a.get("classes"), "images_per_class": a.get("images_per_class"),
+                     "test_score": scores.get(str(t.number), math.nan), "classes": a.get("classes"), "images_per_class": a.get("images_per_class"),
                      "selection": a.get("selection"), "labels": a.get("labels"), "steps": a.get("steps"), "images_seen": a.get("images_seen"),
                      "seconds": a.get("seconds"), "pruned_at_step": last if t.state.name == "PRUNED" else None, "reused": a.get("reused"),
                      "policy": a.get("policy"), "run_id": a.get(RUN_ATTR), "pretrain_run": a.get("pretrain_run"), "error": a.get(ERROR_ATTR)})
@@ -86,14 +87,15 @@ def pruning_saving(frame: pd.DataFrame) -> tuple[float, float]:
 def write_search_report(plan, study, search_run: str, out: Path | None = None) -> tuple[Path, ...]:
     """Write trials.csv, pareto.csv, search.md and the PNG plots into `out` (default ./reports/search-<name>), log them as the
     search run's `search/` artifacts, record the search's summary metrics; return the paths."""
-    out = Path(out or Path("reports") / f"search-{re.sub(r'[^A-Za-z0-9._-]+', '_', plan.args.name)[:80]}")
+    out = Path(out or Path("reports") / f"search-{file_stem(plan.args.name)[:80]}")
     out.mkdir(parents=True, exist_ok=True)
     frame = trials_frame(study)
     front = pareto_front(frame)
     seen, saved = pruning_saving(frame)
-    files = [write_csv(frame, out / "trials.csv"), write_csv(front, out / "pareto.csv"), pareto_png(frame, front, plan, out / "pareto.png")]
+    files = [write_csv(frame, out / "trials.csv"), write_csv(front, out / "pareto.csv"), pareto_png(frame, front, plan, out / "pareto.png"),
+             tradeoff_png(frame, plan, out / "tradeoff.png")]
     files += optuna_pngs(study, out)
-    files.append(write_text(out / "search.md", markdown(plan, frame, front, seen, saved)))
+    files.append(write_md(out / "search.md", markdown(plan, frame, front, seen, saved)))
     counts = frame.state.value_counts()
     tracking.log_metrics(search_run, {"search.trials_complete": float(counts.get("COMPLETE", 0)), "search.trials_pruned": float(counts.get("PRUNED", 0)),
                                       "search.trials_failed": float(counts.get("FAIL", 0)), "search.images_seen": seen,
@@ -106,22 +108,22 @@ def write_search_report(plan, study, search_run: str, out: Path | None = None) -
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """A frame as CSV, atomically."""
-    return write_text(path, frame.to_csv(index=False))
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Text to a file, atomically."""
-    with atomic_path(path, f"the report file {path.name}", len(text.encode())) as tmp:
-        tmp.write_text(text)
-    path.chmod(0o644)
+    write_text(path, frame.to_csv(index=False))
     return path
 
 
-def save(fig: Figure, path: Path) -> Path:
-    """A figure as PNG, atomically."""
-    with atomic_path(path, f"the figure {path.name}", 1 << 20) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    path.chmod(0o644)
+def write_md(path: Path, text: str) -> Path:
+    """The Markdown summary, atomically."""
+    write_text(path, text)
+    return path
+
+
+def save_png(fig: Figure, path: Path) -> Path:
+    """A figure as PNG, atomically (Optuna's pyplot figures closed after)."""
+    save(fig, path)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
     return path
 
 
@@ -150,9 +152,33 @@ def pareto_png(frame: pd.DataFrame, front: pd.DataFrame, plan, path: Path) -> Pa
 
         handles.append(Line2D([], [], color="0.85", lw=0.8))
         labels.append(f"where {len(pruned)} pruned trials stopped")
-    ax.legend(handles, labels, loc="lower right", fontsize=8)
+    ax.legend(handles, labels, loc="best", fontsize=8)
     ax.grid(alpha=0.3)
-    return save(fig, path)
+    return save_png(fig, path)
+
+
+def tradeoff_png(frame: pd.DataFrame, plan, path: Path) -> Path:
+    """The paper's question for this budget: val score against the number of classes k (budget / k images each), one
+    marker per class selection, hollow where the labels were coarsened."""
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
+    done = frame[frame.state == "COMPLETE"]
+    for (selection, group), marker in zip(done.groupby("selection", sort=True), "os^Dv"):
+        fine = group.labels.astype(float) >= group.classes.astype(float)
+        for kept, face in ((fine, None), (~fine, "none")):
+            part = group[kept]
+            if len(part):
+                label = f"{selection}" + ("" if face is None else ", coarser labels")
+                ax.scatter(part.classes, part.val_score, marker=marker, s=44, facecolors=face, edgecolors=f"C{'os^Dv'.index(marker)}",
+                           color=f"C{'os^Dv'.index(marker)}", label=label, zorder=3)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"classes k, log scale (each gets {plan.args.budget} / k images)")
+    ax.set_ylabel(f"{plan.task.name} top-1 on target val (%)")
+    ax.set_title(f"more classes or more images per class? budget {plan.args.budget} images on {plan.source.label()}", fontsize=10)
+    if len(done):
+        ax.legend(title="class selection", fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    return save_png(fig, path)
 
 
 def optuna_pngs(study, out: Path) -> list[Path]:
@@ -168,11 +194,13 @@ def optuna_pngs(study, out: Path) -> list[Path]:
     multi = len(study.directions) > 1
     target = (lambda t: t.values[0]) if multi else None
     history = plots.plot_optimization_history(study, target=target, target_name="val score")
-    files.append(save(history.figure, out / "history.png"))
+    history.figure.tight_layout()
+    files.append(save_png(history.figure, out / "history.png"))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) >= 2 and len({tuple(sorted(t.params.items())) for t in complete}) >= 2:
         importance = plots.plot_param_importances(study, target=target, target_name="val score")
-        files.append(save(importance.figure, out / "importance.png"))
+        importance.figure.tight_layout()
+        files.append(save_png(importance.figure, out / "importance.png"))
     return files
 
 
@@ -188,13 +216,14 @@ def markdown(plan, frame: pd.DataFrame, front: pd.DataFrame, seen: float, saved:
              f"- **Objective:** {plan.args.objective}; sampler {plan.args.sampler}, pruner {plan.args.pruner}; seed {plan.args.seed}",
              f"- **Trials:** {len(frame)} ({', '.join(f'{counts[s]} {s.lower()}' for s in counts.index)}); pretraining images seen "
              f"{seen:,.0f}; pruning saved {100 * saved:.0f}% of the images unpruned trials would have seen", "",
-             "![score against images seen](pareto.png)", "", "## Best trials: val score (chosen on it) and test score (measured once after)", "",
-             table(best[show]), "", "## Pareto front: val score against pretraining images seen", "", table(front[show[:2] + show[3:]]), ""]
+             "![score against classes](tradeoff.png)", "", "![score against images seen](pareto.png)", "", "## Best trials: val score (chosen on it) and test score (measured once after)", "",
+             frame_table(best[show]), "", "## Pareto front: val score against pretraining images seen", "", frame_table(front[show[:2] + show[3:]]), ""]
     return "\n".join(lines)
 
 
-def table(frame: pd.DataFrame) -> str:
+def frame_table(frame: pd.DataFrame) -> str:
     """A frame as a Markdown table, numbers rounded for reading."""
     if frame.empty:
         return "(none)"
-    return frame.to_markdown(index=False, floatfmt=".4g")
+    cells = [[f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v)) for v in row] for row in frame.itertuples(index=False)]
+    return "\n".join(table(list(frame.columns), cells, text=0))

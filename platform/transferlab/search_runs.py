@@ -27,7 +27,7 @@ from . import source as parse_source
 from .backbones import Backbone
 from .cache import cache_key
 from .errors import SpecError, TransferlabError
-from .pipeline import RECIPE_VERSION, PretrainedRecipe, PretrainSpec, TransferSpec, experiment_of, measure, parse_training, train
+from .pipeline import RECIPE_VERSION, PretrainedRecipe, PretrainSpec, TransferSpec, experiment_of, parse_training, train
 from .plugins import get_registry
 from .search_space import Allocation, SearchSpace, SpaceContext
 from .search_storage import DEFAULT_STORAGE, check_storage, heartbeat_s, open_storage, redacted
