@@ -12,6 +12,7 @@ from .pipeline import TransferSpec, measure
 from .report import file_stem, save, table, write_text
 
 COLUMNS = ("number", "state", "val_score", "test_score", "classes", "images_per_class", "selection", "labels", "steps", "images_seen",
+           "full_images_seen",
            "seconds", "pruned_at_step", "reused", "policy", "run_id", "pretrain_run", "error")
 TEST_SCORES = "test_scores"  # study user attr: {trial number: test score} of the best trials, measured once
 
@@ -54,11 +55,10 @@ def trials_frame(study) -> pd.DataFrame:
     rows, scores = [], study.user_attrs.get(TEST_SCORES, {})
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
-        last = max(t.intermediate_values) if t.intermediate_values else None
-        rows.append({"number": t.number, "state": t.state.name, "val_score": t.values[0] if t.values else math.nan,
+        rows.append({"number": t.number, "state": t.state.name, "val_score": t.values[0] if t.values and t.state.name == "COMPLETE" else math.nan,
                      "test_score": scores.get(str(t.number), math.nan), "classes": a.get("classes"), "images_per_class": a.get("images_per_class"),
-                     "selection": a.get("selection"), "labels": a.get("labels"), "steps": a.get("steps"), "images_seen": a.get("images_seen"),
-                     "seconds": a.get("seconds"), "pruned_at_step": last if t.state.name == "PRUNED" else None, "reused": a.get("reused"),
+                     "selection": a.get("selection"), "labels": a.get("labels"), "steps": a.get("steps"), "images_seen": a.get("images_seen"), "full_images_seen": a.get("full_images_seen"),
+                     "seconds": a.get("seconds"), "pruned_at_step": a.get("pruned_at_step"), "reused": a.get("reused"),
                      "policy": a.get("policy"), "run_id": a.get(RUN_ATTR), "pretrain_run": a.get("pretrain_run"), "error": a.get(ERROR_ATTR)})
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
@@ -75,13 +75,10 @@ def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def pruning_saving(frame: pd.DataFrame) -> tuple[float, float]:
-    """(pretraining images seen by every trial, the share pruning saved of what they would have seen unpruned)."""
-    seen = frame.images_seen.fillna(0).astype(float)
-    full = seen.copy()
-    pruned = frame.state == "PRUNED"
-    full[pruned] = frame.steps[pruned].astype(float) * (seen[pruned] / frame.pruned_at_step[pruned].astype(float))  # × batch
-    total_full = full[frame.state.isin(["COMPLETE", "PRUNED"])].sum()
-    return float(seen.sum()), float(1 - seen[frame.state.isin(["COMPLETE", "PRUNED"])].sum() / total_full) if total_full else 0.0
+    """(pretraining images seen by the trials, the share pruning saved of what they would have seen unpruned)."""
+    ran = frame[frame.state.isin(["COMPLETE", "PRUNED"])]
+    seen, full = ran.images_seen.astype(float).sum(), ran.full_images_seen.astype(float).sum()
+    return float(seen), float(1 - seen / full) if full else 0.0
 
 
 def write_search_report(plan, study, search_run: str, out: Path | None = None) -> tuple[Path, ...]:

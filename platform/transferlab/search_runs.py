@@ -50,6 +50,7 @@ SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
 MAX_TRIALS, MAX_WORKERS, MAX_BEST = 100_000, 64, 100
 MEDIAN_STARTUP = 4  # trials the median pruner lets finish before it compares
+PROGRESS_SCALE = 1000  # a trial's intermediate values are reported at per mille of its training done
 
 console = Console(stderr=True)
 
@@ -246,7 +247,7 @@ def pruner(plan: SearchPlan):
     if plan.args.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP)
     if plan.args.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=PROGRESS_SCALE, reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
@@ -361,6 +362,7 @@ def objective(plan: SearchPlan, trial, experiment: str, search_run: str) -> tupl
                 values = run_trial(plan, trial, allocation, run.run_id, experiment)
     except Pruned as exc:
         trial.set_user_attr("images_seen", exc.seen)
+        trial.set_user_attr("pruned_at_step", exc.step)
         console.print(f"trial {trial.number} [yellow]pruned[/] at step {exc.step} (kNN val top-1 {exc.score:.1f}): {allocation.policy}",
                       soft_wrap=True)
         raise optuna.TrialPruned(str(exc)) from None
@@ -400,12 +402,15 @@ def run_trial(plan: SearchPlan, trial, allocation: Allocation, run_id: str, expe
     """Pretrain the allocation (pruned early if weak), score it on target val; the trial run's metrics, by objective."""
     spec = plan.pretrain_spec(allocation)
     manifest = spec.prepare()
-    batch = min(spec.training.batch_size, len(manifest.samples))
+    batch, total = min(spec.training.batch_size, len(manifest.samples)), spec.training.total_steps(len(manifest.samples))
+    trial.set_user_attr("full_images_seen", total * batch)  # what it sees unpruned: the measure of what pruning saves
     probe = Probe(plan, spec) if plan.prunes else None
 
     def evaluated(pretrain_id: str, model, step: int) -> None:
         score = probe.score(model)
-        trial.report(score, step)
+        # reported at the share of its training done (per mille), so trials of different lengths are compared at the
+        # same point of their schedules, not after the same number of steps
+        trial.report(score, round(PROGRESS_SCALE * step / total))
         tracking.log_metrics(run_id, {"search.probe_val_top1": score}, step)
         if trial.should_prune():
             tracking.set_tags(pretrain_id, {PRUNED_AT: str(step)})
