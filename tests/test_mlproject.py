@@ -13,7 +13,8 @@ import yaml
 from mlflow import MlflowClient
 
 from transferlab import tracking
-from transferlab.defaults import DEFAULTS, STUDY_DEFAULTS
+from transferlab.defaults import DEFAULTS, SEARCH_DEFAULTS, STUDY_DEFAULTS
+from transferlab.search_storage import DEFAULT_STORAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN_BUDGET_S = 180  # the limit for the default main job on 2 CPU cores
@@ -27,11 +28,15 @@ def test_entry_points_have_typed_parameters_with_the_library_defaults():
     project = yaml.safe_load((ROOT / "MLproject").read_text())
     assert project["conda_env"] == "conda.yaml"
     entry = project["entry_points"]
-    assert set(entry) == {"main", "pretrain", "transfer", "study"}
+    assert set(entry) == {"main", "pretrain", "transfer", "study", "search"}
     study = entry["study"]["parameters"]
     assert study["training"]["default"] == STUDY_DEFAULTS["training"] and float(study["seeds"]["default"]) == STUDY_DEFAULTS["seeds"]
     assert all(str(study[k]["default"]) == str(DEFAULTS[k]) for k in ("source", "target", "backbone", "tasks"))
     assert "transferlab study {study}" in entry["study"]["command"]
+    search = entry["search"]["parameters"]
+    assert all(str(search[k]["default"]) == str(SEARCH_DEFAULTS[k]) for k in ("training", "space", "task", "objective", "sampler", "pruner"))
+    assert float(search["trials"]["default"]) == SEARCH_DEFAULTS["trials"] and search["storage"]["default"] == DEFAULT_STORAGE
+    assert all(f"--{p} {{{p}}}" in entry["search"]["command"] for p in search)
     for name, keys in (("main", DEFAULTS), ("pretrain", ["source", "policy", "backbone", "training", "seed"]), ("transfer", ["target", "tasks"])):
         for key in keys:
             param = entry[name]["parameters"][key]

@@ -14,7 +14,8 @@ export TRANSFERLAB_CACHE=${TRANSFERLAB_CACHE:-$WORK/cache} OMP_NUM_THREADS=1 COL
 PG_PORT=${SEARCH_PG_PORT:-55433} PORT=${SEARCH_PORT:-5078}
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 AS=(); [ "$(id -u)" = 0 ] && AS=(runuser -u postgres --)
-PGDATA=$(mktemp -d /tmp/transferlab-search-pg.XXXXXX) && chown "${AS[@]:+postgres}${AS[@]:-$(id -un)}" "$PGDATA"
+PGDATA=$(mktemp -d /tmp/transferlab-search-pg.XXXXXX)
+[ "$(id -u)" = 0 ] && chown postgres "$PGDATA"
 "${AS[@]}" "$PG_BIN/initdb" -D "$PGDATA/data" -U transferlab --auth=trust > "$WORK/postgres.log"
 "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA/data" -l "$PGDATA/server.log" -w start \
   -o "-p $PG_PORT -k $PGDATA -c listen_addresses=127.0.0.1" >> "$WORK/postgres.log"
@@ -24,7 +25,7 @@ SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA/data" -m fast stop > /dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$PORT/health" > /dev/null; do sleep 1; done
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$PORT
-"${AS[@]}" "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U transferlab optuna 2>/dev/null || true
+"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U transferlab optuna
 
 D=/usr/share/datasets/fashion-mnist
 start=$(date +%s)

@@ -78,6 +78,24 @@ class Seed(click.ParamType):
 SEED = Seed()
 
 
+class Count(click.ParamType):
+    """A whole number of at least `low`; 24.0 counts as 24 (MLflow Projects pass float parameters so)."""
+
+    name = "integer"
+
+    def __init__(self, low: int = 1):
+        self.low = low
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+            if number.is_integer() and number >= self.low:
+                return int(number)
+        except (TypeError, ValueError, OverflowError):
+            pass
+        self.fail(f"{excerpt(str(value))} is not a whole number >= {self.low}", param, ctx)
+
+
 @click.group(cls=CLI)
 @click.version_option(__version__, prog_name="transferlab")
 def cli():
@@ -307,12 +325,12 @@ def study(study: str, source: str, targets: tuple[str, ...], backbone: str, trai
 @cli.command()
 @click.option("--source", default=DEFAULTS["source"], show_default=True, help="Pretraining source spec.")
 @click.option("--target", default=DEFAULTS["target"], show_default=True, help="Target source spec (`SOURCE | POLICY ...` for a part of one).")
-@click.option("--budget", type=click.IntRange(min=1), required=True, help="Pretraining images every trial spends (classes × images per class).")
-@click.option("--trials", default=SEARCH_DEFAULTS["trials"], show_default=True, type=click.IntRange(min=1),
+@click.option("--budget", type=Count(), required=True, help="Pretraining images every trial spends (classes × images per class).")
+@click.option("--trials", default=SEARCH_DEFAULTS["trials"], show_default=True, type=Count(),
               help="Trials the search ends with (a rerun with the same --name runs only the missing ones).")
 @click.option("--name", default="search", show_default=True, help="The Optuna study (and MLflow search run) name; rerun it to continue.")
 @click.option("--storage", default=None, help="Optuna storage URL (default sqlite:///optuna.db; postgresql://... for --workers > 1).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes running trials in parallel.")
+@click.option("--workers", default=1, show_default=True, type=Count(), help="Worker processes running trials in parallel.")
 @click.option("--objective", default=SEARCH_DEFAULTS["objective"], show_default=True,
               help="'score' (val score ↑), or with costs ↓ for a Pareto search: score,images_seen or score,images_seen,seconds.")
 @click.option("--sampler", default=SEARCH_DEFAULTS["sampler"], show_default=True, type=click.Choice(["tpe", "random", "nsga2"]))
@@ -323,7 +341,7 @@ def study(study: str, source: str, targets: tuple[str, ...], backbone: str, trai
 @click.option("--training", default=SEARCH_DEFAULTS["training"], show_default=True, help="Training recipe of every trial.")
 @click.option("--task", default=SEARCH_DEFAULTS["task"], show_default=True, help="The transfer task that scores a trial (on target val).")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every trial's subset and weights, and of the sampler.")
-@click.option("--best", default=SEARCH_DEFAULTS["best"], show_default=True, type=click.IntRange(min=1),
+@click.option("--best", default=SEARCH_DEFAULTS["best"], show_default=True, type=Count(),
               help="Best trials measured once on the target's test split at the end.")
 @click.option("--experiment", help="MLflow experiment (default '<name> search'; under `mlflow run`, the project run's).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder (default ./reports/search-<name>).")
