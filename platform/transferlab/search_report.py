@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from . import tracking
 from .pipeline import TransferSpec, measure
@@ -124,6 +125,16 @@ def save_png(fig: Figure, path: Path) -> Path:
     return path
 
 
+def log_ticks(ax, values) -> None:
+    """A log x axis labelled at the values the trials took (plain numbers), not at powers of ten."""
+    ax.set_xscale("log")
+    ticks = sorted({float(v) for v in values if v == v})
+    if 0 < len(ticks) <= 12:
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+
+
 def pareto_png(frame: pd.DataFrame, front: pd.DataFrame, plan, path: Path) -> Path:
     """Val score against pretraining images seen: complete trials coloured by classes, pruned ones where they stopped,
     the Pareto front joined."""
@@ -139,7 +150,7 @@ def pareto_png(frame: pd.DataFrame, front: pd.DataFrame, plan, path: Path) -> Pa
     if len(pruned):
         for x in pruned.images_seen:
             ax.axvline(x, color="0.85", lw=0.8, zorder=1)
-    ax.set_xscale("log")
+    log_ticks(ax, frame.images_seen[frame.state.isin(["COMPLETE", "PRUNED"])])
     ax.set_xlabel("pretraining images seen (optimizer steps × batch), log scale")
     ax.set_ylabel(f"{plan.task.name} top-1 on target val (%)")
     ax.set_title(f"search {plan.args.name}: budget {plan.args.budget} images on {plan.source.label()}", fontsize=10)
@@ -168,7 +179,7 @@ def tradeoff_png(frame: pd.DataFrame, plan, path: Path) -> Path:
                 label = f"{selection}" + ("" if face is None else ", coarser labels")
                 ax.scatter(part.classes, part.val_score, marker=marker, s=44, facecolors=face, edgecolors=f"C{'os^Dv'.index(marker)}",
                            color=f"C{'os^Dv'.index(marker)}", label=label, zorder=3)
-    ax.set_xscale("log")
+    log_ticks(ax, done.classes)
     ax.set_xlabel(f"classes k, log scale (each gets {plan.args.budget} / k images)")
     ax.set_ylabel(f"{plan.task.name} top-1 on target val (%)")
     ax.set_title(f"more classes or more images per class? budget {plan.args.budget} images on {plan.source.label()}", fontsize=10)

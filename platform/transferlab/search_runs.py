@@ -338,7 +338,20 @@ def worker_main(args: SearchArgs, experiment: str, search_run: str, asks: int, o
 
 def work(plan: SearchPlan, study, experiment: str, search_run: str, asks: int) -> None:
     """Run `asks` trials of the study in this process (Optuna's loop: heartbeats, stale trials failed and retried)."""
-    study.optimize(lambda trial: objective(plan, trial, experiment, search_run), n_trials=asks, catch=(TrialFailed,))
+    study.optimize(lambda trial: objective(plan, trial, experiment, search_run), n_trials=asks, catch=(TrialFailed,),
+                   callbacks=[stop_when_enough(plan.args.trials)])
+
+
+def stop_when_enough(trials: int):
+    """An Optuna callback that stops this worker once the search has `trials` done or running (workers on other
+    machines take trials too: each stops after its current trial, so the search overshoots by at most one per worker)."""
+
+    def callback(study, trial) -> None:
+        done, running = tally(study)
+        if done + running >= trials:
+            study.stop()
+
+    return callback
 
 
 def objective(plan: SearchPlan, trial, experiment: str, search_run: str) -> tuple[float, ...]:
