@@ -122,15 +122,16 @@ def test_a_search_nests_one_linked_trial_run_per_trial_scored_on_val_only(store,
         run = trial_runs[t.user_attrs[RUN_ATTR]]
         assert run.data.tags[TRIAL] == str(t.number) and run.data.tags[TRIAL_STATE] == t.state.name == "COMPLETE"
         assert run.info.status == "FINISHED" and run.data.tags[SEARCH_RUN] == result.search_run
-        assert run.data.tags[tracking.PRETRAIN_RUN] == t.user_attrs["pretrain_run"] and run.data.params["policy"] == t.user_attrs["policy"]
+        assert run.data.tags[tracking.PRETRAIN_RUN] == t.user_attrs["outcome"]["pretrain_run"] and run.data.params["policy"] == t.user_attrs["allocation"]["policy"]
         assert run.data.metrics["search.score"] == t.values[0] and run.data.metrics["search.images_seen"] == 16 * t.params["steps"]
         # the pruner heard of every evaluation of a pretraining trained here (steps 2 and 4), none of a reused one
-        steps = [] if t.user_attrs["reused"] else [2, 4][:t.params["steps"] // 2]
-        assert sorted(t.intermediate_values) == steps
+        # reported at per mille of the trial's training done (its steps 2 and 4 of 4 are 500 and 1000)
+        steps = [] if t.user_attrs["outcome"]["reused"] else [2, 4][:t.params["steps"] // 2]
+        assert sorted(t.intermediate_values) == [1000 * s // t.params["steps"] for s in steps]
         probes = client.get_metric_history(run.info.run_id, "search.probe_val_top1")
-        assert {m.step: m.value for m in probes} == pytest.approx(t.intermediate_values)
+        assert {1000 * m.step // t.params["steps"]: m.value for m in probes} == pytest.approx(t.intermediate_values)
         # a trial's score is kNN on the target's val split with all of train as the bank
-        assert t.values[0] == pytest.approx(knn_top1(t.user_attrs["pretrain_run"], ("train",), "val"))
+        assert t.values[0] == pytest.approx(knn_top1(t.user_attrs["outcome"]["pretrain_run"], ("train",), "val"))
 
     target = SearchPlan.parse(args()).target.target
     test, val = set(target.index.split_samples("test").tolist()), set(target.index.split_samples("val").tolist())
@@ -142,7 +143,7 @@ def test_a_search_nests_one_linked_trial_run_per_trial_scored_on_val_only(store,
     best = max(trials, key=lambda t: (t.values[0], -t.number))
     metrics = client.get_run(result.search_run).data.metrics
     assert metrics["best.1.val_score"] == best.values[0] and metrics["best.1.trial"] == best.number
-    assert metrics["best.1.test_score"] == pytest.approx(knn_top1(best.user_attrs["pretrain_run"], ("train", "val"), "test"))
+    assert metrics["best.1.test_score"] == pytest.approx(knn_top1(best.user_attrs["outcome"]["pretrain_run"], ("train", "val"), "test"))
     assert metrics["best.1.test_score"] == trial_runs[best.user_attrs[RUN_ATTR]].data.metrics["search.test_score"]
     assert metrics["search.trials_complete"] == 4 and metrics["search.trials_pruned"] == 0
     logged = {a.path for a in client.list_artifacts(result.search_run, "search")}
@@ -173,18 +174,19 @@ def test_pruned_trials_end_killed_and_their_pretraining_resumes_for_the_same_all
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.PRUNED, TrialState.COMPLETE]
     for t in trials[1:3]:
-        assert t.intermediate_values == {2: pytest.approx(t.intermediate_values[2])} and t.user_attrs["images_seen"] == 2 * 16
+        at = 1000 * 2 // t.params["steps"]  # pruned at its first evaluation, step 2: reported at per mille of its training
+        assert t.intermediate_values == {at: pytest.approx(t.intermediate_values[at])} and t.user_attrs["outcome"]["images_seen"] == 2 * 16
         run = client.get_run(t.user_attrs[RUN_ATTR])
         assert run.info.status == "KILLED" and run.data.tags[TRIAL_STATE] == "PRUNED"
-        assert [m.value for m in client.get_metric_history(run.info.run_id, "search.probe_val_top1")] == [t.intermediate_values[2]]
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "search.probe_val_top1")] == [t.intermediate_values[at]]
     (stays_pruned,) = children(trials[2].user_attrs[RUN_ATTR], "pretrain")
     assert stays_pruned.info.status == "KILLED" and stays_pruned.data.tags[PRUNED_AT] == "2"
     # trial 3 asks for trial 1's allocation: it continues that pretraining from its step-2 checkpoint and finishes it
     assert [fresh for _, fresh in trained] == [True, True, True, False] and trained[3][0] == trained[1][0]
     resumed = client.get_run(trained[1][0])  # now nested under trial 3's run, which finished it
     assert client.get_run(trials[3].user_attrs[RUN_ATTR]).data.tags[tracking.PRETRAIN_RUN] == resumed.info.run_id
-    assert resumed.info.status == "FINISHED" and PRUNED_AT not in resumed.data.tags and trials[3].user_attrs["reused"] is False
-    assert sorted(trials[3].intermediate_values) == [4]
+    assert resumed.info.status == "FINISHED" and PRUNED_AT not in resumed.data.tags and trials[3].user_attrs["outcome"]["reused"] is False
+    assert sorted(trials[3].intermediate_values) == [1000]  # resumed at step 2 of 4: only its last evaluation is new
     assert not any(r.info.status == "FINISHED" for r in all_runs("trial") if r.data.tags[TRIAL_STATE] == "PRUNED")
     metrics = client.get_run(result.search_run).data.metrics
     assert (metrics["search.trials_complete"], metrics["search.trials_pruned"]) == (2, 2)
@@ -198,8 +200,8 @@ def test_a_trial_of_an_allocation_already_trained_reuses_its_pretraining(store, 
     search(args(trials=2))
     first, second = study_of().get_trials()
     assert len(trained) == 1 and len(all_runs("pretrain")) == 1
-    assert first.user_attrs["pretrain_run"] == second.user_attrs["pretrain_run"] == trained[0][0]
-    assert [first.user_attrs["reused"], second.user_attrs["reused"]] == [False, True]
+    assert first.user_attrs["outcome"]["pretrain_run"] == second.user_attrs["outcome"]["pretrain_run"] == trained[0][0]
+    assert [first.user_attrs["outcome"]["reused"], second.user_attrs["outcome"]["reused"]] == [False, True]
     assert second.values == first.values and second.intermediate_values == {}
     for t in (first, second):
         assert MlflowClient().get_run(t.user_attrs[RUN_ATTR]).data.tags[tracking.PRETRAIN_RUN] == trained[0][0]

@@ -14,6 +14,7 @@ allocation continues it later).
 import contextlib
 import dataclasses
 import multiprocessing
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,7 @@ TRIAL = "transferlab.trial"  # tag of a trial run: its Optuna trial number
 TRIAL_STATE = "transferlab.trial_state"  # tag of a trial run: COMPLETE, PRUNED or FAIL, as Optuna has it
 PRUNED_AT = "transferlab.pruned_at_step"  # tag of a pretraining run the pruner stopped
 RUN_ATTR = "mlflow_run_id"  # Optuna user attr of a trial (and of the study: the search run)
+ALLOCATION_ATTR, OUTCOME_ATTR = "allocation", "outcome"  # user attrs of a trial: its proposal; its images seen, seconds, runs
 ERROR_ATTR = "error"  # user attr of a trial whose own work raised: it counts as done (FAIL), unlike a killed worker's
 PLAN_ATTR = "transferlab.plan"  # study user attr: the settings a rerun must share
 OBJECTIVES = {"score": "maximize", "images_seen": "minimize", "seconds": "minimize"}
@@ -60,9 +62,9 @@ class Pruned(TransferlabError):
 
     run_status = "KILLED"
 
-    def __init__(self, step: int, score: float, seen: int):
+    def __init__(self, step: int, score: float, seen: int, full: int):
         super().__init__(f"pruned at step {step}: kNN val top-1 {score:.2f} is below what other trials had by then")
-        self.step, self.score, self.seen = step, score, seen
+        self.step, self.score, self.seen, self.full = step, score, seen, full
 
 
 class TrialFailed(Exception):
@@ -206,15 +208,15 @@ def run_search(plan: SearchPlan, experiment: str | None = None, *, out: Path | N
     return SearchResult(search_run, plan.args.name, redacted(plan.args.storage), files)
 
 
-def load_study(plan: SearchPlan, seed_offset: int = 0):
-    """The Optuna study of the search (created, or continued when its settings match), with this process's sampler."""
+def load_study(plan: SearchPlan):
+    """The Optuna study of the search (created, or continued when its settings match); `work` gives it its sampler."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(plan.args.storage)
     directions = [OBJECTIVES[o] for o in plan.objectives]
     study = optuna.create_study(storage=storage, study_name=plan.args.name, directions=directions, load_if_exists=True,
-                                sampler=sampler(plan, seed_offset), pruner=pruner(plan))
+                                sampler=sampler(plan, 0), pruner=pruner(plan))
     if [d.name.lower() for d in study.directions] != directions:
         raise SpecError(f"search {plan.args.name!r} in {redacted(plan.args.storage)} has objectives "
                         f"{[d.name.lower() for d in study.directions]}, not {directions}; pass another --name")
@@ -303,18 +305,18 @@ def drive(plan: SearchPlan, study, experiment: str, search_run: str) -> None:
         if plan.args.workers == 1:
             work(plan, study, experiment, search_run, asks)
         else:
-            spawn_workers(plan, experiment, search_run, asks, len(study.trials))
+            spawn_workers(plan, experiment, search_run, asks)
         stalled = stalled + 1 if tally(study)[0] == done else 0
         if stalled >= 2:
             raise TransferlabError(f"search {plan.args.name}: two rounds of trials finished none; see the workers' errors above")
 
 
-def spawn_workers(plan: SearchPlan, experiment: str, search_run: str, asks: int, offset: int) -> None:
+def spawn_workers(plan: SearchPlan, experiment: str, search_run: str, asks: int) -> None:
     """Run `asks` trials over the plan's worker processes (shares differ by at most one) and wait for them."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch or HTTP state
     count = min(plan.args.workers, asks)
     shares = [asks // count + (i < asks % count) for i in range(count)]
-    workers = [context.Process(target=worker_main, args=(plan.args, experiment, search_run, share, offset + i + 1), name=f"search-worker-{i}")
+    workers = [context.Process(target=worker_main, args=(plan.args, experiment, search_run, share, i + 1), name=f"search-worker-{i}")
                for i, share in enumerate(shares)]
     for w in workers:
         w.start()
@@ -330,14 +332,21 @@ def spawn_workers(plan: SearchPlan, experiment: str, search_run: str, asks: int,
         console.print(f"[yellow]worker(s) stopped early: {', '.join(dead)}[/]; their trials are retried or replaced")
 
 
-def worker_main(args: SearchArgs, experiment: str, search_run: str, asks: int, offset: int) -> None:
+def worker_main(args: SearchArgs, experiment: str, search_run: str, asks: int, worker: int) -> None:
     """A worker process: parse the search again, then run its share of trials."""
     plan = SearchPlan.parse(args)
-    work(plan, load_study(plan, offset), experiment, search_run, asks)
+    work(plan, load_study(plan), experiment, search_run, asks, worker)
 
 
-def work(plan: SearchPlan, study, experiment: str, search_run: str, asks: int) -> None:
+def work(plan: SearchPlan, study, experiment: str, search_run: str, asks: int, worker: int = 0) -> None:
     """Run `asks` trials of the study in this process (Optuna's loop: heartbeats, stale trials failed and retried)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    busy = any(t.state == TrialState.RUNNING for t in trials)
+    # seeded by --seed, the trials so far and the worker (a new search in one process is reproducible; a rerun does not
+    # replay its first proposals); with other workers at work, by this process too, so no two propose in lockstep
+    study.sampler = sampler(plan, len(trials) * 7919 + worker + (os.getpid() if busy else 0))
     study.optimize(lambda trial: objective(plan, trial, experiment, search_run), n_trials=asks, catch=(TrialFailed,),
                    callbacks=[stop_when_enough(plan.args.trials)])
 
@@ -359,8 +368,7 @@ def objective(plan: SearchPlan, trial, experiment: str, search_run: str) -> tupl
     import optuna
 
     allocation = plan.space.suggest(trial, plan.context)
-    for name, value in allocation.values.items() | {("policy", allocation.policy)}:
-        trial.set_user_attr(name, value)
+    trial.set_user_attr(ALLOCATION_ATTR, allocation.values | {"policy": allocation.policy})  # one write: each is a transaction
     tags = {SEARCH_RUN: search_run, TRIAL: str(trial.number)}
     name = f"trial {trial.number} · {allocation.policy}"
     try:
@@ -372,10 +380,9 @@ def objective(plan: SearchPlan, trial, experiment: str, search_run: str) -> tupl
                                                  **{f"trial.{k}": str(v) for k, v in trial.params.items()},
                                                  **{f"allocation.{k}": str(v) for k, v in allocation.values.items()}})
             with trial_state(run.run_id):
-                values = run_trial(plan, trial, allocation, run.run_id, experiment)
+                values, outcome = run_trial(plan, trial, allocation, run.run_id, experiment)
     except Pruned as exc:
-        trial.set_user_attr("images_seen", exc.seen)
-        trial.set_user_attr("pruned_at_step", exc.step)
+        trial.set_user_attr(OUTCOME_ATTR, {"images_seen": exc.seen, "full_images_seen": exc.full, "pruned_at_step": exc.step})
         console.print(f"trial {trial.number} [yellow]pruned[/] at step {exc.step} (kNN val top-1 {exc.score:.1f}): {allocation.policy}",
                       soft_wrap=True)
         raise optuna.TrialPruned(str(exc)) from None
@@ -388,6 +395,7 @@ def objective(plan: SearchPlan, trial, experiment: str, search_run: str) -> tupl
         trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {exc}"[:2000])
         console.print(f"[red]trial {trial.number} failed[/]: {type(exc).__name__}: {excerpt(str(exc), 300)}")
         raise TrialFailed(str(exc)) from exc
+    trial.set_user_attr(OUTCOME_ATTR, outcome)
     console.print(f"trial {trial.number}: val score {values['score']:.2f}, {values['images_seen']:,.0f} images seen, "
                   f"{values['seconds']:.0f} s: {allocation.policy}", soft_wrap=True)
     return tuple(values[o] for o in plan.objectives)
@@ -411,12 +419,11 @@ def trial_state(run_id: str) -> Iterator[None]:
     tracking.set_tags(run_id, {TRIAL_STATE: "COMPLETE"})
 
 
-def run_trial(plan: SearchPlan, trial, allocation: Allocation, run_id: str, experiment: str) -> dict[str, float]:
-    """Pretrain the allocation (pruned early if weak), score it on target val; the trial run's metrics, by objective."""
+def run_trial(plan: SearchPlan, trial, allocation: Allocation, run_id: str, experiment: str) -> tuple[dict[str, float], dict]:
+    """Pretrain the allocation (pruned early if weak), score it on target val: (the values by objective, the outcome)."""
     spec = plan.pretrain_spec(allocation)
     manifest = spec.prepare()
     batch, total = min(spec.training.batch_size, len(manifest.samples)), spec.training.total_steps(len(manifest.samples))
-    trial.set_user_attr("full_images_seen", total * batch)  # what it sees unpruned: the measure of what pruning saves
     probe = Probe(plan, spec) if plan.prunes else None
 
     def evaluated(pretrain_id: str, model, step: int) -> None:
@@ -427,11 +434,10 @@ def run_trial(plan: SearchPlan, trial, allocation: Allocation, run_id: str, expe
         tracking.log_metrics(run_id, {"search.probe_val_top1": score}, step)
         if trial.should_prune():
             tracking.set_tags(pretrain_id, {PRUNED_AT: str(step)})
-            raise Pruned(step, score, step * batch)
+            raise Pruned(step, score, step * batch, total * batch)
 
     started, wall = time.perf_counter(), time.time()
     pretrain_id = train(spec, manifest, experiment, run_id, evaluated=evaluated if probe else None)
-    tracking.set_tags(run_id, {tracking.PRETRAIN_RUN: pretrain_id})
     pretrain = tracking.get_run(pretrain_id)
     if PRUNED_AT in pretrain.data.tags:  # a pruned pretraining a later trial resumed and finished
         tracking.client().delete_tag(pretrain_id, PRUNED_AT)
@@ -440,14 +446,13 @@ def run_trial(plan: SearchPlan, trial, allocation: Allocation, run_id: str, expe
     metrics = val_scores(plan, pretrain_id)
     values = {"score": metrics[f"search.{plan.task.name}.val_top1"], "images_seen": float(images_seen(len(manifest.samples), spec.training)),
               "seconds": float(seconds)}
-    for name in ("images_seen", "seconds"):
-        trial.set_user_attr(name, values[name])
-    trial.set_user_attr("pretrain_run", pretrain_id)
-    trial.set_user_attr("reused", reused)
     pretrain_val = pretrain.data.metrics.get("pretrain.val_top1")
     tracking.log_metrics(run_id, metrics | {f"search.{k}": v for k, v in values.items()}
-                         | ({"pretrain.val_top1": pretrain_val} if pretrain_val is not None else {}))
-    return values
+                         | ({"pretrain.val_top1": pretrain_val} if pretrain_val is not None else {}), tags={tracking.PRETRAIN_RUN: pretrain_id})
+    # full_images_seen: what a trial sees unpruned, the measure of what pruning saves
+    outcome = {"images_seen": values["images_seen"], "full_images_seen": total * batch, "seconds": values["seconds"],
+               "pretrain_run": pretrain_id, "reused": reused}
+    return values, outcome
 
 
 def val_scores(plan: SearchPlan, pretrain_id: str) -> dict[str, float]:

@@ -233,10 +233,11 @@ def log_params(run_id: str, params: dict[str, Any]) -> None:
     client().log_batch(run_id, params=[Param(k, str(v)[:PARAM_CHARS]) for k, v in params.items()])
 
 
-def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-    """Log metrics to any run, active or not (summaries copied to parent runs)."""
+def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0, tags: dict[str, str] | None = None) -> None:
+    """Log metrics (and tags, in the same request) to any run, active or not (summaries copied to parent runs)."""
     now = int(time.time() * 1000)
-    client().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+    client().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+                       tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
 
 def tracking_wait() -> float:
