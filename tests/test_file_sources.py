@@ -1,6 +1,7 @@
 """Real file sources on small files written in the real formats: ImageFolder (+ its index cache), MNIST, Fashion-MNIST."""
 
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import PIL.PngImagePlugin
 import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
@@ -18,12 +20,13 @@ from PIL import Image
 
 from crafted_images import pixelless_files
 from transferlab import pipeline
+from transferlab.cli import cli
 from transferlab.errors import DataError, SpecError
 from transferlab.image_cache import cache_path, image_cache
 from transferlab.images import decode_image
 from transferlab.manifest import Manifest
 from transferlab_sources.idx import MNIST, FashionMNIST
-from transferlab_sources.image_folder import ImageFolder
+from transferlab_sources.image_folder import ImageFolder, duplicates_of
 
 pytest_plugins = ["mlflow_store"]  # fixtures: empty_store, store
 
@@ -39,9 +42,18 @@ def cache(tmp_path, monkeypatch):
 
 
 def write_image(path: Path, color=RED, size=(12, 10)) -> Path:
-    """A solid-colour image in the format its suffix names."""
+    """A solid-colour image in the format its suffix names, its path written into PNG and JPEG files (as a text chunk or
+    comment) so that no two files are byte-identical copies, which an index keeps once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, color).save(path)
+    image, tag = Image.new("RGB", size, color), str(path).encode("utf-8", "surrogateescape")
+    if path.suffix.lower() == ".png":
+        info = PIL.PngImagePlugin.PngInfo()
+        info.add_text("path", tag.decode("latin-1"))
+        image.save(path, pnginfo=info)
+    elif path.suffix.lower() in (".jpg", ".jpeg"):
+        image.save(path, comment=tag)
+    else:
+        image.save(path)
     return path
 
 
@@ -92,12 +104,72 @@ def test_nested_folders_make_a_class_tree(tmp_path):
     assert tree.classes_under(tree.node("animal")).tolist() == [0, 1]
 
 
-def test_folder_with_images_and_subfolders_is_an_error_naming_it(tmp_path):
-    root = make_tree(tmp_path / "data", {"animal": 1, "animal/cat": 2, "plant": 1})
+def test_an_inner_folders_own_images_form_a_class_under_it_or_are_skipped_or_refused(tmp_path):
+    root = make_tree(tmp_path / "data", {"animal": 1, "animal/cat": 2, "animal/bird": 3, "animal/bird/owl": 1, "plant": 1})
+    src = ImageFolder(str(root))  # as Debian's openclipart-png: 40 folders hold clip art beside their subfolders
+    assert src.index.classes == ("animal/(own)", "animal/bird/(own)", "animal/bird/owl", "animal/cat", "plant")
+    assert src.index.class_names == ("animal", "bird", "owl", "cat", "plant")
+    assert counts_by_name(src.index) == {"animal/(own)": 1, "animal/bird/(own)": 3, "animal/bird/owl": 1, "animal/cat": 2, "plant": 1}
+    assert [len(src.tree.children[src.tree.node(node)]) for node in ("animal", "animal/bird")] == [3, 2]
+    skipped = ImageFolder(str(root), mixed="skip")
+    assert skipped.index.classes == ("animal/bird/owl", "animal/cat", "plant") and len(skipped.index) == 4
+    assert src.fingerprint != skipped.fingerprint and "mixed" in src.data_params()
     (root / "empty").mkdir()
-    with pytest.raises(DataError, match="both images and subfolders") as err:
+    with pytest.raises(DataError, match="both images and subfolders: animal, animal/bird .*mixed='class'") as err:
+        ImageFolder(str(root), mixed="error").index
+    assert "without any image file: empty" in str(err.value)
+    with pytest.raises(SpecError, match="parameter 'mixed' expects 'class'|'skip'|'error', got 'own'"):
+        ImageFolder(str(root), mixed="own")
+
+
+def test_images_in_the_top_folder_are_refused_unless_skipped_and_a_plain_tree_keeps_its_fingerprint(tmp_path):
+    root = make_tree(tmp_path / "data", {"cat": 2, "dog": 2})
+    plain = ImageFolder(str(root))
+    assert "mixed" not in plain.data_params()  # `mixed` shapes no tree without mixed folders: fingerprints as before it
+    write_image(root / "stray.png")
+    with pytest.raises(DataError, match=r"both images and subfolders: \."):
         ImageFolder(str(root)).index
-    assert "animal" in str(err.value) and "without any image file: empty" in str(err.value)
+    assert ImageFolder(str(root), mixed="skip").index.classes == ("cat", "dog")
+    clash = make_tree(tmp_path / "clash", {"a": 1, "a/(own)": 1})
+    with pytest.raises(DataError, match=r"a/\(own\) is named \(own\), the class of its parent folder's own images"):
+        ImageFolder(str(clash)).index
+
+
+def test_files_reached_twice_are_indexed_once_before_the_splits_are_carved(tmp_path):
+    root = make_tree(tmp_path / "data", {"cat": 6, "dog": 6})
+    (root / "dog" / "link.png").symlink_to(root / "cat" / "img000.png")  # a symlink, a hard link and a copy, across classes too
+    os.link(root / "cat" / "img001.png", root / "cat" / "hard.png")
+    shutil.copy(root / "dog" / "img002.png", root / "dog" / "copy.png")
+    src = ImageFolder(str(root), val_fraction=0.5)
+    index = src.index
+    assert len(index) == 12 and counts_by_name(index) == {"cat": 6, "dog": 6}
+    assert index.duplicates == ("cat/img001.png = cat/hard.png", "dog/img002.png = dog/copy.png", "dog/link.png = cat/img000.png")
+    contents = {}
+    for i in range(len(index)):
+        contents.setdefault((root / index.path(i)).read_bytes(), set()).add(int(index.splits[i]))
+    assert all(len(splits) == 1 for splits in contents.values()) and len(contents) == 12
+    assert ImageFolder(str(root), val_fraction=0.5).fingerprint == src.fingerprint  # reloaded from the cache with them
+    out = CliRunner().invoke(cli, ["subset", "--source", f"image_folder(root='{root}')"])
+    assert out.exit_code == 0 and "dropped 3 duplicate files" in out.output, out.output
+    split = make_tree(tmp_path / "split", {"train/cat": 3, "train/dog": 3, "test/cat": 1, "test/dog": 1})
+    shutil.copy(split / "train" / "cat" / "img000.png", split / "test" / "dog" / "leak.png")  # in train as a cat, in test as a dog
+    index = ImageFolder(str(split)).index
+    assert index.duplicates == ("test/dog/leak.png = train/cat/img000.png",) and index.class_counts("test").tolist() == [1, 1]
+    (root / "bird").mkdir()
+    (root / "bird" / "alias.png").symlink_to(root / "cat" / "img003.png")
+    assert ImageFolder(str(root)).index.classes == ("cat", "dog")  # the file, not the link; a class left without files goes
+
+
+def test_files_alike_in_size_and_head_but_not_in_bytes_are_kept(tmp_path):
+    head = bytes(range(256)) * 32  # HEAD_BYTES alike
+    paths = []
+    for name, tail in (("a", b"1"), ("b", b"2"), ("c", b"1")):
+        (tmp_path / name).write_bytes(head + tail)
+        paths.append(name)
+    probes = [(os.stat(tmp_path / p).st_size, 0, 0, i, hashlib.blake2b(head).digest(), False) for i, p in enumerate(paths)]
+    assert duplicates_of(tmp_path, paths, probes) == [None, None, 0]
+    linked = probes[0][:5] + (True,)  # the same inode under a symlink's name, before the file's own name
+    assert duplicates_of(tmp_path, paths, [linked, None, probes[0]]) == [2, None, None]
 
 
 def test_split_layout_uses_the_split_folders(tmp_path):
@@ -283,11 +355,10 @@ def test_skip_leaves_corrupt_files_out_and_records_them(tmp_path):
 
 
 def write_noise(root: Path, names) -> None:
-    """A 64×64 noise image per name, in the format its suffix names."""
-    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    for name in names:
+    """A 64×64 noise image per name, each other noise (no two files are copies), in the format its suffix names."""
+    for seed, name in enumerate(names):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(noise).save(root / name)
+        Image.fromarray(np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(root / name)
 
 
 def test_truncated_files_are_reported_or_skipped_at_index_time(tmp_path):
@@ -373,15 +444,17 @@ def test_a_folder_without_read_permission_is_named_or_skipped(tmp_path):
 def test_images_above_the_pixel_cap_are_named_or_skipped_and_the_cap_keys_the_index(tmp_path, monkeypatch):
     root = tmp_path / "data"
     write_image(root / "small" / "s.png", size=(8, 8))
+    write_image(root / "large" / "l.bmp", size=(12, 10))  # a format without a reduced decode (a PNG decodes in bands)
     write_image(root / "large" / "l.png", size=(12, 10))
     monkeypatch.setenv("TRANSFERLAB_MAX_PIXELS", "100")
     with pytest.raises(DataError, match="1 unreadable image files") as err:
         ImageFolder(str(root), val_fraction=0.0).index
-    assert "large/l.png: 12×10 pixels to decode, above the cap of 100" in str(err.value) and "TRANSFERLAB_MAX_PIXELS" in str(err.value)
-    assert ImageFolder(str(root), val_fraction=0.0, corrupt="skip").index.skipped == ("large/l.png",)
+    assert "large/l.bmp: 12×10 pixels to decode, above the cap of 100" in str(err.value) and "TRANSFERLAB_MAX_PIXELS" in str(err.value)
+    src = ImageFolder(str(root), val_fraction=0.0, corrupt="skip")
+    assert src.index.skipped == ("large/l.bmp",) and src.load(src.index.split_samples("train"), size=2).shape == (2, 2, 2, 3)
     monkeypatch.setenv("TRANSFERLAB_MAX_PIXELS", "1_000")
     index = ImageFolder(str(root), val_fraction=0.0, corrupt="skip").index
-    assert index.skipped == () and len(index) == 2
+    assert index.skipped == () and len(index) == 3
     monkeypatch.setenv("TRANSFERLAB_MAX_PIXELS", "lots")
     with pytest.raises(DataError, match="TRANSFERLAB_MAX_PIXELS must be a positive whole number of pixels, got 'lots'"):
         ImageFolder(str(root), val_fraction=0.0).index

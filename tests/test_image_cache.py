@@ -175,10 +175,10 @@ def test_a_truncated_or_foreign_cache_file_or_record_is_rebuilt_not_used(small_c
 
 
 def test_decoding_files_runs_at_most_one_decode_per_cpu(tmp_path, small_chunks, monkeypatch):
-    for folder in ("a", "b"):
+    for k, folder in enumerate(("a", "b")):
         (tmp_path / folder).mkdir()
         for i in range(48):
-            Image.new("RGB", (8, 8)).save(tmp_path / folder / f"{i}.png")
+            Image.new("RGB", (8, 8), (k, i, 0)).save(tmp_path / folder / f"{i}.png")  # no two alike: copies are indexed once
     active, peak, lock = 0, 0, threading.Lock()
     decode = image_folder.decode_image
 

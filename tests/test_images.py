@@ -1,17 +1,20 @@
 """Decoding and probing single image files: bit depths, EXIF orientation, transparency, truncated files."""
 
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from crafted_images import flat_png, pixelless_files
+from crafted_images import PNG_SIGNATURE, flat_png, pixelless_files, png_chunk
+from transferlab import images
 from transferlab.errors import DataError
-from transferlab.images import BACKGROUND, BAND_ROWS, decode_image, probe_image
+from transferlab.images import BACKGROUND, BAND_ROWS, decode_image, fit, probe_image, to_rgb
 
 RED = (255, 0, 0)
 
@@ -109,14 +112,17 @@ def test_transparency_is_composited_band_by_band_exactly_as_at_once(tmp_path):
 
 def test_the_pixel_cap_counts_pixels_after_a_reduced_jpeg_decode(tmp_path, monkeypatch):
     Image.new("RGB", (64, 64), RED).save(tmp_path / "red.jpg")
+    Image.new("RGB", (64, 64), RED).save(tmp_path / "red.bmp")
     Image.new("RGB", (64, 64), RED).save(tmp_path / "red.png")
     monkeypatch.setenv("TRANSFERLAB_MAX_PIXELS", "100")
     assert decode_image(tmp_path / "red.jpg", size=8).shape == (8, 8, 3)  # decoded at 1/8 scale: 8×8 pixels
     assert probe_image(tmp_path / "red.jpg") is None
-    for path, size in ((tmp_path / "red.jpg", None), (tmp_path / "red.png", 8)):
+    for path, size in ((tmp_path / "red.jpg", None), (tmp_path / "red.bmp", 8)):
         with pytest.raises(DataError, match="64×64 pixels to decode, above the cap of 100 .*set TRANSFERLAB_MAX_PIXELS to raise it"):
             decode_image(path, size=size)
-    assert "above the cap of 100" in probe_image(tmp_path / "red.png")
+    assert "above the cap of 100" in probe_image(tmp_path / "red.bmp")
+    with pytest.raises(DataError, match="64×64 pixels reduce to 256, above the cap of 100 .*set TRANSFERLAB_MAX_PIXELS"):
+        decode_image(tmp_path / "red.png", size=8)  # decoded in bands, but reduced no further than to twice the size
 
 
 PEAK_MEMORY = """
@@ -146,12 +152,42 @@ def peak_decoding(path: Path) -> tuple[int, str]:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak memory is read from /proc (Linux)")
 def test_small_files_declaring_huge_images_decode_small_or_fail_clearly_in_bounded_memory(tmp_path):
     Image.new("L", (8000, 6000), 128).save(tmp_path / "huge.jpg")  # 48 megapixels in a few hundred KB
+    interlaced = tmp_path / "interlaced.png"  # Adam7 has no bands: above the cap it is refused before any decoding
+    interlaced.write_bytes(PNG_SIGNATURE + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 8000, 8000, 8, 2, 0, 0, 1))
+                           + png_chunk(b"IDAT", zlib.compress(b"")) + png_chunk(b"IEND", b""))
     cases = {
         flat_png(tmp_path / "under_cap.png", 7000, 7000): "(32, 32, 3)",  # 49 megapixels: decoded, never copied whole
-        flat_png(tmp_path / "over_cap.png", 8000, 8000): "DataError: 8000×8000 pixels to decode, above the cap of 50,000,000",
+        flat_png(tmp_path / "over_cap.png", 8000, 8000): "(32, 32, 3)",  # 64 megapixels: decoded in bands
+        interlaced: "DataError: 8000×8000 pixels to decode, above the cap of 50,000,000",
         tmp_path / "huge.jpg": "(32, 32, 3)",  # decoded at 1/8 scale
     }
     for path, outcome in cases.items():
         assert path.stat().st_size < 2_000_000
         mb, got = peak_decoding(path)
         assert got.startswith(outcome) and mb < 300, (path.name, mb, got)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "I;16", "LA", "P4", "P", "Ptrns", "RGB", "RGBA"])
+def test_pngs_above_the_cap_decode_in_bands_exactly_as_whole_ones_reduced(tmp_path, monkeypatch, mode):
+    noise = np.random.default_rng(0).integers(0, 256, (BAND_ROWS * 3 + 5, 301, 4), dtype=np.uint8)  # odd sizes: partial bands
+    rgb = Image.fromarray(noise[..., :3])
+    image = {"1": Image.fromarray(noise[..., 0] > 127), "L": Image.fromarray(noise[..., 0]), "LA": Image.fromarray(noise[..., :2].copy(), "LA"),
+             "I;16": Image.fromarray(noise[..., 0].astype(np.uint16) * 257), "P4": rgb.quantize(16), "P": rgb.quantize(200),
+             "Ptrns": rgb.quantize(200), "RGB": rgb, "RGBA": Image.fromarray(noise)}[mode]
+    image.save(tmp_path / "big.png", bits=4 if mode == "P4" else 8, **({"transparency": 3} if mode == "Ptrns" else {}))
+    with Image.open(tmp_path / "big.png") as whole:
+        whole.load()
+        expected = np.asarray(fit(to_rgb(whole).reduce(min(whole.size) // 16), 8))  # reduced to a side of at least 2×8
+    monkeypatch.setattr(images, "BAND_PIXELS", 301 * 40)  # many bands of a small file
+    monkeypatch.setenv("TRANSFERLAB_MAX_PIXELS", "10000")
+    assert probe_image(tmp_path / "big.png") is None  # valid, not "above the cap"
+    np.testing.assert_array_equal(decode_image(tmp_path / "big.png", 8), expected)
+    with pytest.raises(DataError, match="above the cap of 10,000 .*a training size \\(size=N\\) decodes it in bands"):
+        decode_image(tmp_path / "big.png")
+
+
+def test_a_jpeg_above_pillows_decompression_bomb_limit_is_decoded_reduced_not_refused(tmp_path):
+    Image.new("L", (15_000, 12_000), 90).save(tmp_path / "photo.jpg")  # 180 megapixels: Pillow refuses it at open by default
+    assert probe_image(tmp_path / "photo.jpg") is None
+    mb, got = peak_decoding(tmp_path / "photo.jpg")
+    assert got == "(32, 32, 3)" and mb < 300, (mb, got)

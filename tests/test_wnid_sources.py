@@ -28,9 +28,9 @@ OLD_NS = 1_600_000_000 * 10**9
 
 
 def write_jpeg(path: Path, color=(200, 40, 40), size=(20, 16)) -> Path:
-    """A solid-colour JPEG."""
+    """A solid-colour JPEG, its path as its comment (no two files are byte-identical copies, which an index keeps once)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, color).save(path, "JPEG")
+    Image.new("RGB", size, color).save(path, "JPEG", comment=str(path).encode("utf-8", "surrogateescape"))
     return path
 
 

@@ -140,7 +140,7 @@ def subset(source_spec: str, policy_spec: str, seed: int, as_json: bool, save: P
         manifest.save(save)
     summary = manifest.summary()
     if as_json:
-        click.echo(json.dumps(summary | {"skipped_files": list(src.index.skipped)}, indent=1))
+        click.echo(json.dumps(summary | {"skipped_files": list(src.index.skipped), "duplicate_files": list(src.index.duplicates)}, indent=1))
         return
     counts = manifest.class_counts()
     console.print(f"[bold]source[/] {escape(summary['source'])}\n[bold]policy[/] {escape(summary['policy'])}   [bold]seed[/] {seed}")
@@ -149,6 +149,9 @@ def subset(source_spec: str, policy_spec: str, seed: int, as_json: bool, save: P
     console.print(Columns([escape(f"{c['name']}: {c['count']}") for c in summary["classes"]], equal=True))
     if src.index.skipped:
         console.print(f"[yellow]skipped {len(src.index.skipped)} unreadable files:[/] {escape(', '.join(src.index.skipped[:10]))}")
+    if src.index.duplicates:
+        console.print(f"[yellow]dropped {len(src.index.duplicates)} duplicate files (links to, or byte-identical copies of, an indexed "
+                      f"file; never in two splits):[/] {escape(', '.join(src.index.duplicates[:5]))}")
     console.print(f"[bold]digest[/] {summary['digest']}")
 
 

@@ -34,6 +34,7 @@ class DataIndex:
     folders: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
     content: str = ""  # digest of what the pixels are (file sizes and mtimes, or a hash of pixel arrays); "" if unknown
+    duplicates: tuple[str, ...] = ()  # files left out as copies of an indexed one, each as "dropped = kept"
 
     def __post_init__(self):
         n = len(self.labels)
@@ -68,7 +69,7 @@ class DataIndex:
     def nbytes(self) -> int:
         """Memory held by the arrays and class lists."""
         arrays = [a for a in (self.labels, self.splits, self.files, self.folder_ids) if a is not None]
-        strings = self.classes + self.class_names + self.folders + self.skipped
+        strings = self.classes + self.class_names + self.folders + self.skipped + self.duplicates
         return sum(a.nbytes for a in arrays) + sum(len(s) for s in strings)
 
     def path(self, i: int) -> str:
@@ -93,7 +94,8 @@ class DataIndex:
         h = hashlib.sha256(b"transferlab-index-v2")
         for a in (self.labels, self.splits, self.files, self.folder_ids):
             h.update(b"-" if a is None else a.tobytes())
-        h.update(json.dumps([self.classes, self.class_names, self.folders, self.skipped, self.content]).encode())
+        listed = [self.classes, self.class_names, self.folders, self.skipped, self.content]
+        h.update(json.dumps(listed + [list(self.duplicates)] if self.duplicates else listed).encode())  # none: fingerprints as before
         return h.hexdigest()
 
     def save(self, path: str | os.PathLike) -> None:
@@ -102,7 +104,7 @@ class DataIndex:
         if self.files is not None:
             arrays.update(files=self.files, folder_ids=self.folder_ids)
         meta = {"classes": self.classes, "class_names": self.class_names, "folders": self.folders, "skipped": self.skipped,
-                "content": self.content}
+                "content": self.content, "duplicates": self.duplicates}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
@@ -119,4 +121,5 @@ class DataIndex:
                 folder_ids=z["folder_ids"] if "folder_ids" in z else None,
                 classes=tuple(meta["classes"]), class_names=tuple(meta["class_names"]),
                 folders=tuple(meta["folders"]), skipped=tuple(meta["skipped"]), content=meta.get("content", ""),
+                duplicates=tuple(meta.get("duplicates", ())),
             )

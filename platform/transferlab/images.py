@@ -1,13 +1,17 @@
 """Image files for file sources: which names are images, probes, RGB decoding at a square size, decoding threads."""
 
+import io
 import os
+import struct
 import threading
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
+from PIL.Image import Transpose
 
 from .errors import DataError
 
@@ -23,7 +27,17 @@ MAX_PIXELS_ENV = "TRANSFERLAB_MAX_PIXELS"
 # memory per thread that a small file declaring a huge size (a decompression bomb) can take. 50 megapixels holds any
 # camera photo (8000×6000 is 48).
 DEFAULT_MAX_PIXELS = 50_000_000
+# A PNG above the cap (not interlaced, at most 4 bytes per pixel: every 8-bit or palette PNG) is instead decoded in bands of
+# about BAND_PIXELS pixels, each reduced at once, so that its memory stays near that of one band whatever its size.
+BAND_PIXELS = 1 << 20
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel of each PNG colour type
+PNG_TYPE_OF_BPP = {1: 0, 2: 4, 3: 2, 4: 6}  # an 8-bit colour type whose pixels have that many bytes: PNG filters act per byte
+READ_BYTES = 1 << 20  # compressed bytes read at a time
+EXIF_TRANSPOSE = {2: Transpose.FLIP_LEFT_RIGHT, 3: Transpose.ROTATE_180, 4: Transpose.FLIP_TOP_BOTTOM, 5: Transpose.TRANSPOSE,
+                  6: Transpose.ROTATE_270, 7: Transpose.TRANSVERSE, 8: Transpose.ROTATE_90}  # as ImageOps.exif_transpose
 OWN_LOADERS = ("WEBP",)  # formats Pillow decodes without tiles (their open already reads the stream)
+Image.MAX_IMAGE_PIXELS = None  # Pillow's bomb check refuses valid large files at open; the cap above bounds memory instead
 _thread = threading.local()  # `serial` is set in the threads of a pool that already decodes in parallel
 T = TypeVar("T")
 
@@ -44,8 +58,8 @@ def max_pixels() -> int:
 
 
 def probe_image(path: str | os.PathLike, cap: int | None = None) -> str | None:
-    """Why a file is not a readable image (empty, bad header, above the `cap` of pixels, data missing), or None; only a
-    file whose data looks incomplete (see `looks_complete`) is decoded, at the smallest scale its format offers."""
+    """Why a file is not a readable image (empty, bad header, above the `cap` of pixels unless it is a PNG that decodes in
+    bands, data missing), or None; only a file whose data looks incomplete (see `looks_complete`) is decoded, at the smallest scale its format offers."""
     try:
         size = os.path.getsize(path)
         if size == 0:
@@ -54,7 +68,7 @@ def probe_image(path: str | os.PathLike, cap: int | None = None) -> str | None:
             if not image.width or not image.height:
                 return "image has no pixels"
             image.draft("RGB", (1, 1))  # JPEG: the smallest DCT scale, the least any decode of this file costs
-            if too_large := oversize(image, max_pixels() if cap is None else cap):
+            if (too_large := oversize(image, max_pixels() if cap is None else cap)) and not png_layout(path, image):
                 return too_large
             if not looks_complete(path, image, size):
                 image.load()  # the whole file, once: raises if it really is cut short
@@ -116,11 +130,118 @@ def decode_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray
         if size is not None:
             image.draft("RGB", (size, size))  # JPEG: decode at the smallest DCT scale still at least size×size
         if too_large := oversize(image, max_pixels()):
-            raise DataError(too_large)
+            layout = png_layout(path, image)
+            if size is None or layout is None:
+                raise DataError(too_large + ("; a training size (size=N) decodes it in bands" if layout else ""))
+            return np.asarray(fit(reduced_png(path, image, layout, size), size))
         image.load()
         ImageOps.exif_transpose(image, in_place=True)
         rgb = to_rgb(image)
     return np.asarray(rgb if size is None else fit(rgb, size))
+
+
+def png_layout(path: str | os.PathLike, image: Image.Image) -> tuple[int, int, int] | None:
+    """(width, bytes per pixel, bytes per row) of a PNG that `reduced_png` can decode in bands: not interlaced, not an
+    animation, at most 4 bytes per pixel; None for other files."""
+    if image.format != "PNG" or getattr(image, "n_frames", 1) != 1:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(33)
+    width, _, depth, color_type, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
+    channels = PNG_CHANNELS.get(color_type)
+    if head[12:16] != b"IHDR" or interlace or channels is None:
+        return None
+    bpp = max(1, channels * depth // 8)
+    return (width, bpp, (width * channels * depth + 7) // 8) if bpp in PNG_TYPE_OF_BPP else None
+
+
+def png_chunks(path: str | os.PathLike):
+    """(type, data) of every chunk of a PNG file but IDAT, whose data is yielded in pieces of up to READ_BYTES as (b"IDAT", piece)."""
+    with open(path, "rb") as f:
+        f.read(len(PNG_SIGNATURE))
+        while len(head := f.read(8)) == 8:
+            length, kind = struct.unpack(">I", head[:4])[0], head[4:]
+            if kind == b"IDAT":
+                while length > 0 and (piece := f.read(min(length, READ_BYTES))):
+                    length -= len(piece)
+                    yield kind, piece
+            else:
+                yield kind, f.read(length)
+            f.read(4)  # CRC: the decoder below fails on data that does not inflate
+            if kind == b"IEND":
+                return
+
+
+def png_rows(path: str | os.PathLike, rowbytes: int, rows: int):
+    """The filtered rows (a filter byte, then `rowbytes`) of a PNG's IDAT stream, `rows` at a time (fewer at the end)."""
+    inflate, buffer, step = zlib.decompressobj(), bytearray(), rows * (rowbytes + 1)
+    for kind, piece in png_chunks(path):
+        if kind != b"IDAT":
+            continue
+        while piece:
+            buffer += inflate.decompress(piece, step)
+            piece = inflate.unconsumed_tail
+            while len(buffer) >= step:
+                yield bytes(buffer[:step])
+                del buffer[:step]
+    if buffer := buffer + inflate.flush():
+        yield bytes(buffer[:len(buffer) - len(buffer) % (rowbytes + 1)])
+
+
+def band_png(header: bytes, chunks: list[tuple[bytes, bytes]], height: int, data: bytes) -> Image.Image:
+    """A PNG of the header's IHDR with `height` rows of `data` (already filtered) and the given chunks, decoded by Pillow."""
+    ihdr = header[:4] + struct.pack(">I", height) + header[8:]
+    parts = [PNG_SIGNATURE, png_chunk(b"IHDR", ihdr), *(png_chunk(k, d) for k, d in chunks),
+             png_chunk(b"IDAT", zlib.compress(data, 0)), png_chunk(b"IEND", b"")]
+    image = Image.open(io.BytesIO(b"".join(parts)))
+    image.load()
+    return image
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def reduced_png(path: str | os.PathLike, image: Image.Image, layout: tuple[int, int, int], size: int) -> Image.Image:
+    """RGB of a large PNG reduced by a whole factor to a shorter side of at least 2·size (as Pillow's reduce), decoded
+    in bands: each band is unfiltered through an 8-bit PNG of as many bytes per pixel (row after row, the last row of the
+    previous band before it), then decoded with the file's own header and palette, made RGB and reduced; EXIF orientation applied."""
+    width, bpp, rowbytes = layout
+    factor = max(1, min(image.size) // (2 * size))
+    reduced_pixels = -(-image.width // factor) * -(-image.height // factor)
+    if reduced_pixels > max_pixels():
+        raise DataError(f"{image.width}×{image.height} pixels reduce to {reduced_pixels:,}, above the cap of {max_pixels():,} "
+                        f"that bounds memory (set {MAX_PIXELS_ENV} to raise it)")
+    chunks = {}
+    for kind, data in png_chunks(path):  # the header chunks; the palette and transparency come before the pixel data
+        if kind == b"IDAT":
+            break
+        chunks.setdefault(kind, data)
+    extras = [(kind, chunks[kind]) for kind in (b"PLTE", b"tRNS") if kind in chunks]
+    raw_header = struct.pack(">IIBBBBB", rowbytes // bpp, 0, 8, PNG_TYPE_OF_BPP[bpp], 0, 0, 0)
+    direct = chunks[b"IHDR"][8:10] == raw_header[8:10] and b"tRNS" not in chunks  # 8-bit L, LA, RGB or RGBA: unfiltered is decoded
+    rows = factor * max(1, BAND_PIXELS // (width * factor))
+    out, top, previous = Image.new("RGB", (-(-image.width // factor), -(-image.height // factor))), 0, None
+    for band in png_rows(path, rowbytes, rows):
+        n = len(band) // (rowbytes + 1)
+        if not n:
+            break
+        unfiltered = band_png(raw_header, [], n + (previous is not None), (b"" if previous is None else b"\x00" + previous) + band)
+        if previous is not None:
+            unfiltered = unfiltered.crop((0, 1, unfiltered.width, unfiltered.height))
+        raw = unfiltered.tobytes()
+        previous = raw[-rowbytes:]
+        if not direct:
+            unfiltered = band_png(chunks[b"IHDR"], extras, n, b"".join(b"\x00" + raw[i:i + rowbytes] for i in range(0, len(raw), rowbytes)))
+        out.paste(to_rgb(unfiltered).reduce(factor), (0, top // factor))
+        top += n
+    if top < image.height:
+        raise DataError(f"PNG data ends after {top} of {image.height} rows")
+    exif = Image.Exif()
+    exif.load(chunks.get(b"eXIf"))  # Pillow's getexif() would load the whole image to look for one after the pixels
+    method = EXIF_TRANSPOSE.get(exif.get(0x0112))  # 0x0112: the EXIF orientation tag
+    return out if method is None else out.transpose(method)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -1,6 +1,7 @@
 """ImageFolder: class folders of image files (flat, nested, or split into train/val/test)."""
 
 import dataclasses
+import hashlib
 import os
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -20,7 +21,9 @@ from transferlab.images import decode_image, is_image_file, map_decoding, max_pi
 from .file_source import FileSource, carve, check_val_fraction, listing, stamps_digest, text_keys
 
 PROBE_CHUNK = 256  # files per thread-pool task when reading headers
-INDEX_CACHE_VERSION = "image_folder-index-v2"
+INDEX_CACHE_VERSION = "image_folder-index-v3"  # v3: duplicates dropped, inner folders' own images
+HEAD_BYTES = 4096  # bytes hashed of every file; files alike in size and head are hashed whole
+OWN_CLASS = "(own)"  # class id, below a folder, of the images that folder holds beside its subfolders
 SPLIT_OF_FOLDER = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}  # top-level split folders
 
 
@@ -107,24 +110,32 @@ def file_stamps(root: Path, names: Sequence[str]) -> list[tuple[str, int, int] |
     return stamps
 
 
-def class_folders(folders: dict[str, Folder], base: str, root: Path) -> dict[str, str]:
-    """Folders under `base` that hold images: class id (path below base) → folder (path below root)."""
+def class_folders(folders: dict[str, Folder], base: str, root: Path, mixed: str = "error") -> dict[str, str]:
+    """Folders under `base` that hold images: class id (path below base) → folder (path below root). An inner folder's own
+    images beside its subfolders are the class `<folder>/(own)` (mixed='class'), left out ('skip') or an error ('error');
+    images in `base` itself are left out with 'skip', else an error."""
     prefix = f"{base}/" if base else ""
-    classes, mixed, empty = {}, [], []
+    classes, mixed_folders, empty = {}, [], []
     for rel, folder in sorted(folders.items()):
         if rel == base:
-            if folder.images:
-                mixed.append(base or ".")
+            if folder.images and mixed != "skip":
+                mixed_folders.append(base or ".")
         elif rel.startswith(prefix):
-            if folder.images and folder.subfolders:
-                mixed.append(rel)
-            elif folder.images:
+            if folder.images and folder.subfolders and mixed == "error":
+                mixed_folders.append(rel)
+            elif folder.images and folder.subfolders and mixed == "class":
+                classes[f"{rel[len(prefix):]}/{OWN_CLASS}"] = rel
+            elif folder.images and not folder.subfolders:
+                if rel[len(prefix):] in classes:
+                    raise DataError(f"{root / rel} is named {OWN_CLASS}, the class of its parent folder's own images; "
+                                    "rename it or pass mixed='skip'")
                 classes[rel[len(prefix):]] = rel
             elif not folder.subfolders:
                 empty.append(rel)
     problems = []
-    if mixed:
-        problems.append(f"folders holding both images and subfolders (images belong in leaf class folders only): {', '.join(mixed)}")
+    if mixed_folders:
+        problems.append(f"folders holding both images and subfolders: {', '.join(mixed_folders)} (mixed='class' makes an inner "
+                        "folder's own images a class; mixed='skip' leaves them out, and those of the top folder)")
     if empty:
         problems.append(f"folders without any image file: {', '.join(empty)}")
     if not classes and not problems:
@@ -132,6 +143,12 @@ def class_folders(folders: dict[str, Folder], base: str, root: Path) -> dict[str
     if problems:
         raise DataError(f"class folder problems under {root}: " + "; ".join(problems))
     return classes
+
+
+def class_name(class_id: str) -> str:
+    """A class's name: the last part of its id, or for a folder's own images that folder's name."""
+    parts = class_id.split("/")
+    return parts[-2] if parts[-1] == OWN_CLASS and len(parts) > 1 else parts[-1]
 
 
 def split_folders(top: Sequence[str], root: Path, holds_folders: Callable[[str], bool]) -> dict[str, str]:
@@ -152,15 +169,15 @@ def split_folders(top: Sequence[str], root: Path, holds_folders: Callable[[str],
     return splits
 
 
-def split_layout(folders: dict[str, Folder], root: Path) -> dict[str, dict[str, str]]:
+def split_layout(folders: dict[str, Folder], root: Path, mixed: str = "error") -> dict[str, dict[str, str]]:
     """Class folders per split: root's folders are split folders (see `split_folders`) or are all training classes."""
     top = folders[""].subfolders
     splits = split_folders(top, root, lambda name: bool(folders[name].subfolders))
     if not splits:
-        return {"train": class_folders(folders, "", root)}
-    if folders[""].images:
+        return {"train": class_folders(folders, "", root, mixed)}
+    if folders[""].images and mixed != "skip":
         raise DataError(f"{root} holds images beside its {', '.join(top)} folders; put them in class folders inside a split")
-    layout = {split: class_folders(folders, name, root) for split in SPLITS for name, of in splits.items() if of == split}
+    layout = {split: class_folders(folders, name, root, mixed) for split in SPLITS for name, of in splits.items() if of == split}
     unknown = {split: sorted(set(classes) - set(layout["train"])) for split, classes in layout.items()}
     if any(unknown.values()):
         named = "; ".join(f"{split}: {', '.join(ids)}" for split, ids in unknown.items() if ids)
@@ -168,25 +185,63 @@ def split_layout(folders: dict[str, Folder], root: Path) -> dict[str, dict[str, 
     return layout
 
 
-def probe_file(path: Path, cap: int) -> tuple[int, int, str | None]:
-    """A file's size, mtime (ns) and why it is not a readable image of at most `cap` pixels (None when it is)."""
+def probe_file(path: Path, cap: int) -> tuple[int, int, int, int, bytes, bool, str | None]:
+    """A file's size, mtime (ns), device, inode, digest of its first HEAD_BYTES, whether its name is a symlink, and why it
+    is not a readable image of at most `cap` pixels (None when it is)."""
     try:
         stat = path.stat()  # a broken or looping symlink fails here
+        reason = probe_image(path, cap)
+        if reason is None:
+            with open(path, "rb") as f:  # just read by the probe: the head costs no further disk access
+                head = hashlib.blake2b(f.read(HEAD_BYTES)).digest()
+            return stat.st_size, stat.st_mtime_ns, stat.st_dev, stat.st_ino, head, path.is_symlink(), None
     except OSError as exc:
-        return 0, 0, f"cannot read ({exc.strerror or exc})"
-    return stat.st_size, stat.st_mtime_ns, probe_image(path, cap)
+        reason = f"cannot read ({exc.strerror or exc})"
+    return 0, 0, 0, 0, b"", False, reason
 
 
-def probe_all(root: Path, paths: Sequence[str], cap: int) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """(size, mtime_ns) of every file, int64 [n, 2], and the failures (relative path, reason), in the order of `paths`; in a thread pool."""
-    def probe_chunk(chunk: Sequence[str]) -> list[tuple[int, int, str | None]]:
+def probe_all(root: Path, paths: Sequence[str], cap: int) -> tuple[np.ndarray, list[tuple[str, str]], list[int | None]]:
+    """(size, mtime_ns) of every file, int64 [n, 2], the failures (relative path, reason), and per file the position of
+    an earlier file of the same content (see `duplicates_of`) or None, in the order of `paths`; in a thread pool."""
+    def probe_chunk(chunk: Sequence[str]) -> list[tuple[int, int, int, int, bytes, bool, str | None]]:
         return [probe_file(root / p, cap) for p in chunk]
 
     chunks = [paths[i:i + PROBE_CHUNK] for i in range(0, len(paths), PROBE_CHUNK)]
     with ThreadPoolExecutor() as pool:
         probes = [probe for chunk in pool.map(probe_chunk, chunks) for probe in chunk]
-    stamps = np.array([(size, mtime) for size, mtime, _ in probes], dtype=np.int64).reshape(-1, 2)
-    return stamps, [(p, reason) for p, (_, _, reason) in zip(paths, probes) if reason]
+    stamps = np.array([probe[:2] for probe in probes], dtype=np.int64).reshape(-1, 2)
+    failures = [(p, probe[-1]) for p, probe in zip(paths, probes) if probe[-1]]
+    return stamps, failures, duplicates_of(root, paths, [None if probe[-1] else probe[:6] for probe in probes])
+
+
+def duplicates_of(root: Path, paths: Sequence[str], probes: Sequence[tuple[int, int, int, int, bytes, bool] | None]) -> list[int | None]:
+    """Per readable file (`probes` as from `probe_file`, None for others), the position of the file it copies, else None:
+    of a file reached under several names (same device and inode) the first name that is no symlink is kept (the file
+    where it lies), else the first; of files with the same bytes (same size and head, then the same sha256) the first."""
+    first: dict[tuple, int] = {}
+    same: list[int | None] = [None] * len(probes)
+    for i in sorted(range(len(probes)), key=lambda i: (probes[i] is None or probes[i][5], i)):
+        if probes[i] is not None:
+            same[i] = first.setdefault(probes[i][2:4], i)
+    alike: dict[tuple, list[int]] = {}
+    for i, probe in enumerate(probes):
+        if probe is not None and same[i] == i:
+            alike.setdefault((probe[0], probe[4]), []).append(i)
+    suspects = sorted(i for group in alike.values() if len(group) > 1 for i in group)  # in path order: the first copy is kept
+    with ThreadPoolExecutor() as pool:
+        digests = dict(zip(suspects, pool.map(lambda i: file_digest(root / paths[i]), suspects)))
+    for i in suspects:
+        same[i] = first.setdefault(digests[i], i)
+    return [None if s is None or s == i else same[s] for i, s in enumerate(same)]
+
+
+def file_digest(path: Path) -> bytes:
+    """sha256 of a file's bytes; its path if it cannot be read (it then matches no other file)."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").digest()
+    except OSError:
+        return os.fsencode(str(path))
 
 
 def list_files(layout: dict[str, dict[str, str]], folders: dict[str, Folder], classes: Sequence[str]):
@@ -205,27 +260,33 @@ def list_files(layout: dict[str, dict[str, str]], folders: dict[str, Folder], cl
 def index_files(root: Path, paths: Sequence[str], labels: np.ndarray, splits: np.ndarray, classes: Sequence[str],
                 class_names: Sequence[str], corrupt: str, val_fraction: float, test_fraction: float = 0.0,
                 skipped_folders: Sequence[str] = ()) -> DataIndex:
-    """Index image files (paths relative to root, grouped by folder) in their order: probe, drop or report bad ones, carve test
-    then val from train (see `carve`), digest stamps; `skipped_folders` (unlisted ones) join the skipped files."""
-    stamps, failures = probe_all(root, paths, max_pixels())
+    """Index image files (paths relative to root, grouped by folder) in their order: probe, drop or report bad ones, drop
+    every copy of a file but the first (links to it, byte-identical files: so that no image sits in two splits or classes)
+    and the classes left without files, carve test then val from train (see `carve`), digest stamps; `skipped_folders` (unlisted ones) join the skipped files."""
+    stamps, failures, copy_of = probe_all(root, paths, max_pixels())
     if failures and corrupt == "error":
         raise DataError(f"{len(failures)} unreadable image files under {root} "
                         f"(pass corrupt='skip' to leave them out of the index):\n{listing(failures)}")
     bad = {p for p, _ in failures}
-    keep = np.array([p not in bad for p in paths], dtype=bool)
-    kept = [p.rpartition("/") for p in paths if p not in bad]
+    keep = np.array([p not in bad and copy is None for p, copy in zip(paths, copy_of)], dtype=bool)
+    kept = [p.rpartition("/") for p, k in zip(paths, keep) if k]
     folder_of, names = [folder for folder, _, _ in kept], [name for _, _, name in kept]
     folders = tuple(dict.fromkeys(folder_of))
     position = {folder: i for i, folder in enumerate(folders)}
     folder_ids = np.array([position[f] for f in folder_of], dtype=np.int32)
     labels, splits = labels[keep], splits[keep]
+    present = np.flatnonzero(np.bincount(labels, minlength=len(classes)))  # a class whose every file is a copy of another's goes
+    if len(present) < len(classes):
+        labels = np.searchsorted(present, labels).astype(np.int32)
+        classes, class_names = [classes[c] for c in present], [class_names[c] for c in present]
     if val_fraction > 0 or test_fraction > 0:
         keys = text_keys(f"{classes[label]}/{n}" for label, n in zip(labels.tolist(), names))
         splits = carve(splits, labels, keys, val=val_fraction, test=test_fraction)
     files = np.array([os.fsencode(n) for n in names], dtype=np.bytes_)
+    duplicates = tuple(f"{p} = {paths[copy]}" for p, copy in zip(paths, copy_of) if copy is not None)
     return DataIndex(labels=labels, splits=splits, classes=tuple(classes), class_names=tuple(class_names), files=files,
                      folder_ids=folder_ids, folders=folders, skipped=tuple(sorted(bad)) + tuple(skipped_folders),
-                     content=stamps_digest(stamps[keep]))
+                     content=stamps_digest(stamps[keep]), duplicates=duplicates)
 
 
 def cached_index(kind: str, key: str, build: Callable[[], DataIndex]) -> DataIndex:
@@ -270,6 +331,7 @@ class ImageFolder(FileSource):
     val_fraction: float = 0.1
     corrupt: Literal["error", "skip"] = "error"
     test_fraction: float = 0.0
+    mixed: Literal["class", "skip", "error"] = "class"  # what an inner folder's own images beside its subfolders become
 
     def validate(self) -> None:
         """The root must be an existing folder; val_fraction and test_fraction lie in [0, 1), and so does their sum."""
@@ -296,9 +358,18 @@ class ImageFolder(FileSource):
         present = set(split_folders(folders[""].subfolders, self.path, lambda name: bool(folders[name].subfolders)).values())
         return {"test": 0.0 if "test" in present else self.test_fraction, "val": 0.0 if "val" in present else self.val_fraction}
 
+    @cached_property
+    def has_mixed(self) -> bool:
+        """Whether an inner folder (not root, not a split folder) holds images beside subfolders: only then does `mixed` shape the data."""
+        folders, _ = self.scanned
+        tops = {""} | set(split_folders(folders[""].subfolders, self.path, lambda name: bool(folders[name].subfolders)))
+        return any(f.images and f.subfolders for rel, f in folders.items() if rel not in tops)
+
     def data_params(self) -> dict[str, object]:
-        """The parameters that shape the data, the carved fractions as in effect (so an ignored one changes no key)."""
-        return super().data_params() | {f"{split}_fraction": fraction for split, fraction in self.carved.items()}
+        """The parameters that shape the data, the carved fractions as in effect and `mixed` only where it acts (so an
+        ignored one changes no key, and trees indexed before it existed keep their fingerprints)."""
+        params = super().data_params() | {f"{split}_fraction": fraction for split, fraction in self.carved.items()}
+        return params if self.has_mixed else {k: v for k, v in params.items() if k != "mixed"}
 
     def build_index(self) -> DataIndex:
         """The folder tree's index, reloaded from the cache while no folder under root has changed."""
@@ -308,14 +379,14 @@ class ImageFolder(FileSource):
     def cache_key(self, folders: dict[str, Folder], unreadable: Sequence[tuple[str, str]]) -> str:
         """Key of the absolute root, every folder's mtime, the folders that cannot be listed and the parameters that shape the index."""
         mtimes = sorted((rel, f.mtime_ns) for rel, f in folders.items())
-        return cache_key(INDEX_CACHE_VERSION, self.path, sorted(self.carved.items()), self.corrupt, mtimes, sorted(unreadable))
+        return cache_key(INDEX_CACHE_VERSION, self.path, sorted(self.carved.items()), self.corrupt, self.mixed, mtimes, sorted(unreadable))
 
     def index_folders(self, folders: dict[str, Folder], unreadable: Sequence[tuple[str, str]] = ()) -> DataIndex:
         """Index the scanned folders: class ids are folder paths (below the split folder), names their last part."""
-        layout = split_layout(folders, self.path)
+        layout = split_layout(folders, self.path, self.mixed)
         classes = sorted(layout["train"])
         paths, labels, splits = list_files(layout, folders, classes)
-        return index_files(self.path, paths, labels, splits, classes, [c.rsplit("/", 1)[-1] for c in classes],
+        return index_files(self.path, paths, labels, splits, classes, [class_name(c) for c in classes],
                            self.corrupt, self.carved["val"], self.carved["test"], skipped_folders=[f"{rel}/" for rel, _ in unreadable])
 
     def build_tree(self) -> ClassTree:

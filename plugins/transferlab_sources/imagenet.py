@@ -25,7 +25,7 @@ from transferlab.errors import DataError
 from .file_source import MAX_LISTED, FileSource, check_val_fraction, listing
 from .image_folder import Folder, cached_index, class_folders, file_stamps, folder_stamps, index_files, list_files, load_files, scan
 
-INDEX_CACHE_VERSION = "imagenet-index-v2"
+INDEX_CACHE_VERSION = "imagenet-index-v3"  # v3: copies of a file dropped
 DEVKIT = "ILSVRC2012_devkit_t12"
 META = f"{DEVKIT}/data/meta.mat"
 GROUND_TRUTH = f"{DEVKIT}/data/ILSVRC2012_validation_ground_truth.txt"

@@ -21,7 +21,7 @@ from transferlab.errors import DataError
 from .file_source import FileSource, check_val_fraction, listing
 from .image_folder import Folder, cached_index, file_stamps, folder_stamps, index_files, list_files, load_files, scan
 
-INDEX_CACHE_VERSION = "tiny_imagenet-index-v2"
+INDEX_CACHE_VERSION = "tiny_imagenet-index-v3"  # v3: copies of a file dropped
 WNIDS, WORDS, ANNOTATIONS, VAL_IMAGES = "wnids.txt", "words.txt", "val/val_annotations.txt", "val/images"
 REQUIRED = (WNIDS, WORDS, "train", VAL_IMAGES, ANNOTATIONS)
 HOW_TO_GET = "unzip http://cs231n.stanford.edu/tiny-imagenet-200.zip and pass its tiny-imagenet-200 folder as root"
