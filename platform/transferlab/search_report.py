@@ -76,8 +76,9 @@ def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def pruning_saving(frame: pd.DataFrame) -> tuple[float, float]:
-    """(pretraining images seen by the trials, the share pruning saved of what they would have seen unpruned)."""
-    ran = frame[frame.state.isin(["COMPLETE", "PRUNED"])]
+    """(pretraining images the search's trials trained on, the share pruning saved of what they would have trained on
+    unpruned); a trial that reused a finished pretraining trained nothing either way and is left out."""
+    ran = frame[frame.state.isin(["COMPLETE", "PRUNED"]) & (frame.reused != True)]  # noqa: E712 (None for pruned trials)
     seen, full = ran.images_seen.astype(float).sum(), ran.full_images_seen.astype(float).sum()
     return float(seen), float(1 - seen / full) if full else 0.0
 
@@ -222,16 +223,26 @@ def markdown(plan, frame: pd.DataFrame, front: pd.DataFrame, seen: float, saved:
              f"`{plan.task.spec()}` on its **val** split; the best measured once on **test**, afterwards",
              f"- **Budget:** {plan.args.budget} images; **space:** `{plan.space.spec()}`; **training:** `{plan.training.spec()}`",
              f"- **Objective:** {plan.args.objective}; sampler {plan.args.sampler}, pruner {plan.args.pruner}; seed {plan.args.seed}",
-             f"- **Trials:** {len(frame)} ({', '.join(f'{counts[s]} {s.lower()}' for s in counts.index)}); pretraining images seen "
-             f"{seen:,.0f}; pruning saved {100 * saved:.0f}% of the images unpruned trials would have seen", "",
+             f"- **Trials:** {len(frame)} ({', '.join(f'{counts[s]} {s.lower()}' for s in counts.index)}); "
+             f"the trials trained on {seen:,.0f} images; pruning saved {100 * saved:.0f}% of what they would have trained on unpruned "
+             "(trials that reused a finished pretraining trained nothing and are left out)", "",
              "![score against classes](tradeoff.png)", "", "![score against images seen](pareto.png)", "", "## Best trials: val score (chosen on it) and test score (measured once after)", "",
              frame_table(best[show]), "", "## Pareto front: val score against pretraining images seen", "", frame_table(front[show[:2] + show[3:]]), ""]
     return "\n".join(lines)
+
+
+def cell(value) -> str:
+    """A table cell: whole numbers with thousands separators, other numbers to 4 digits, blanks for none."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def frame_table(frame: pd.DataFrame) -> str:
     """A frame as a Markdown table, numbers rounded for reading."""
     if frame.empty:
         return "(none)"
-    cells = [[f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v)) for v in row] for row in frame.itertuples(index=False)]
+    cells = [[cell(v) for v in row] for row in frame.itertuples(index=False)]
     return "\n".join(table(list(frame.columns), cells, text=0))
