@@ -32,12 +32,12 @@ def best_trials(plan, study) -> list:
 def measure_best(plan, study, search_run: str) -> list[dict]:
     """Measure each best trial's pretraining once on the target's test split (ordinary, reused transfer runs); record the
     scores on the trial (user attr test_score), its run, and the search run (best.<rank>.val_score / test_score)."""
-    from .search_runs import OUTCOME_ATTR, RUN_ATTR
+    from .search_runs import RUN_ATTR
 
     test = TransferSpec(plan.target.target, plan.target.tasks)
     rows, summary, scores = [], {}, dict(study.user_attrs.get(TEST_SCORES, {}))
     for rank, trial in enumerate(best_trials(plan, study), 1):
-        metrics = measure(trial.user_attrs[OUTCOME_ATTR]["pretrain_run"], test)
+        metrics = measure(trial_attrs(trial)["pretrain_run"], test)
         score = next(v for k, v in metrics.items() if k.endswith(".test_top1"))
         scores[str(trial.number)] = score  # a finished trial's attrs are frozen: the study keeps them
         tracking.log_metrics(trial.user_attrs[RUN_ATTR], metrics | {"search.test_score": score})
@@ -49,13 +49,21 @@ def measure_best(plan, study, search_run: str) -> list[dict]:
     return rows
 
 
+def trial_attrs(trial) -> dict:
+    """A trial's user attrs with its allocation and outcome spread out (one level, as the trials table shows them)."""
+    from .search_runs import ALLOCATION_ATTR, OUTCOME_ATTR
+
+    a = trial.user_attrs
+    return a.get(ALLOCATION_ATTR, {}) | a.get(OUTCOME_ATTR, {}) | a
+
+
 def trials_frame(study) -> pd.DataFrame:
     """One row per trial: state, scores, allocation, cost, links."""
-    from .search_runs import ALLOCATION_ATTR, ERROR_ATTR, OUTCOME_ATTR, RUN_ATTR
+    from .search_runs import ERROR_ATTR, RUN_ATTR
 
     rows, scores = [], study.user_attrs.get(TEST_SCORES, {})
     for t in study.get_trials(deepcopy=False):
-        a = t.user_attrs.get(ALLOCATION_ATTR, {}) | t.user_attrs.get(OUTCOME_ATTR, {}) | t.user_attrs
+        a = trial_attrs(t)
         rows.append({"number": t.number, "state": t.state.name, "val_score": t.values[0] if t.values and t.state.name == "COMPLETE" else math.nan,
                      "test_score": scores.get(str(t.number), math.nan), "classes": a.get("classes"), "images_per_class": a.get("images_per_class"),
                      "selection": a.get("selection"), "labels": a.get("labels"), "steps": a.get("steps"), "images_seen": a.get("images_seen"), "full_images_seen": a.get("full_images_seen"),
