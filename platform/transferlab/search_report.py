@@ -147,22 +147,24 @@ def log_ticks(ax, values) -> None:
 def pareto_png(frame: pd.DataFrame, front: pd.DataFrame, plan, path: Path) -> Path:
     """Val score against pretraining images seen: complete trials coloured by classes, pruned ones where they stopped,
     the Pareto front joined."""
-    fig = Figure(figsize=(7.5, 4.8))
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
     ax = fig.subplots()
     done = frame[frame.state == "COMPLETE"]
     if len(done):
         dots = ax.scatter(done.images_seen, done.val_score, c=done.classes.astype(float), cmap="viridis", s=36, zorder=3, label="complete trial")
-        fig.colorbar(dots, ax=ax, label="classes k (budget / k images each)")
+        bar = fig.colorbar(dots, ax=ax, label="classes k (budget / k images each)")
+        bar.set_ticks(sorted(done.classes.astype(float).unique()))
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0f}"))
     ax.step(front.images_seen, front.val_score, where="post", color="crimson", lw=1.5, zorder=2, label="Pareto front")
     ax.scatter(front.images_seen, front.val_score, facecolors="none", edgecolors="crimson", s=110, zorder=4)
     pruned = frame[frame.state == "PRUNED"]
     if len(pruned):
         for x in pruned.images_seen:
             ax.axvline(x, color="0.85", lw=0.8, zorder=1)
-    log_ticks(ax, frame.images_seen[frame.state.isin(["COMPLETE", "PRUNED"])])
+    log_ticks(ax, done.images_seen)  # pruned trials' stops are lines without labels: their numbers crowd the axis
     ax.set_xlabel("pretraining images seen (optimizer steps × batch), log scale")
     ax.set_ylabel(f"{plan.task.name} top-1 on target val (%)")
-    ax.set_title(f"search {plan.args.name}: budget {plan.args.budget} images on {plan.source.label()}", fontsize=10)
+    ax.set_title(f"search {plan.args.name}: target val score against pretraining cost (budget {plan.args.budget:,} images)", fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
     if len(pruned):
         from matplotlib.lines import Line2D
@@ -177,7 +179,7 @@ def pareto_png(frame: pd.DataFrame, front: pd.DataFrame, plan, path: Path) -> Pa
 def tradeoff_png(frame: pd.DataFrame, plan, path: Path) -> Path:
     """The paper's question for this budget: val score against the number of classes k (budget / k images each), one
     marker per class selection, hollow where the labels were coarsened."""
-    fig = Figure(figsize=(7.5, 4.8))
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
     ax = fig.subplots()
     done = frame[frame.state == "COMPLETE"]
     for (selection, group), marker in zip(done.groupby("selection", sort=True), "os^Dv"):
@@ -191,7 +193,7 @@ def tradeoff_png(frame: pd.DataFrame, plan, path: Path) -> Path:
     log_ticks(ax, done.classes)
     ax.set_xlabel(f"classes k, log scale (each gets {plan.args.budget} / k images)")
     ax.set_ylabel(f"{plan.task.name} top-1 on target val (%)")
-    ax.set_title(f"more classes or more images per class? budget {plan.args.budget} images on {plan.source.label()}", fontsize=10)
+    ax.set_title(f"more classes or more images per class? search {plan.args.name}, budget {plan.args.budget:,} images", fontsize=10)
     if len(done):
         ax.legend(title="class selection", fontsize=8, loc="best")
     ax.grid(alpha=0.3)
