@@ -491,3 +491,37 @@ def test_a_seed_is_a_whole_number_however_it_is_written(seed, expected):
             pipeline.PretrainSpec.parse(*args, seed)
     else:
         assert pipeline.PretrainSpec.parse(*args, seed).seed == expected
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--source", SOURCE, "--training", TINY["training"], "--target", TARGET, "--tasks", "linear | knn | fewshot(ways=4, shots=5, queries=15)"],
+     "needs 4 test classes with at least shots + queries = 20 images each"),
+    (["pretrain", "--source", SOURCE, "--backbone", "timm(model='convnext_atto')", "--training", "train(epochs=1, resolution=16)"],
+     "cannot take 16 px images"),
+])
+def test_task_preconditions_and_the_backbone_at_the_resolution_are_checked_before_any_run(store, monkeypatch, args, message):
+    monkeypatch.setattr(pipeline, "pretrain", lambda *a, **k: pytest.fail("trained"))
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result.output
+    assert "Traceback" not in result.output and all_runs() == []
+
+
+def test_when_a_task_fails_the_others_still_run_and_their_results_are_printed_and_recorded(shared, monkeypatch):
+    from transferlab_probes.knn import KNN
+
+    real = KNN.run
+    monkeypatch.setattr(KNN, "run", lambda self, ctx: (_ for _ in ()).throw(DataError("no neighbours today")) if self.k == 7 else real(self, ctx))
+    args = ["run", *sum(([f"--{k}", str(v)] for k, v in TINY.items()), []), "--target", TARGET, "--experiment", "shared",
+            "--tasks", "knn(k=7) | knn(k=3)"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert "transfer task knn_k7 on" in error and "no neighbours today" in error and "kept" in error
+    kept = f"transfer.knn_k3.{TARGET_LABEL}.test_top1"
+    assert kept in result.stdout  # printed
+    experiment = MlflowClient().get_run(shared).info.experiment_id
+    [main] = [r for r in runs_with(experiment, tracking.KIND, "main") if r.data.params["tasks"] == "knn(k=7) | knn(k=3)"]
+    assert main.info.status == "FAILED" and {kept, "pretrain.val_top1"} <= set(main.data.metrics)  # recorded on the asking run
+    assert kept in MlflowClient().get_run(shared).data.metrics
+    statuses = {r.data.params["task"]: r.info.status for r in children_on(shared, TARGET) if r.data.params["task"].startswith("knn(k=")}
+    assert statuses["knn(k=7, temperature=0.07)"] == "FAILED" and statuses["knn(k=3, temperature=0.07)"] == "FINISHED"

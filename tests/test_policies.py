@@ -276,3 +276,33 @@ def test_nesting_holds_for_any_sizes(n1, n2, k1, k2, seed):
     small = run(f"random_classes(k={k1}) | images_per_class(n={n1})", seed)
     large = run(f"random_classes(k={k2}) | images_per_class(n={n2})", seed)
     assert sample_set(small) <= sample_set(large)
+
+
+@dataclasses.dataclass(frozen=True)
+class LongNames(Source):
+    """300 classes with WordNet-like ids and long names; class c has 5 + c % 7 training images."""
+
+    name = "long_names"
+
+    def build_index(self) -> DataIndex:
+        index = make_index([5 + c % 7 for c in range(300)], val=1)
+        names = tuple(f"a class with a long name, synonym {c}, another synonym, and more" for c in range(300))
+        return DataIndex(index.labels, index.splits, tuple(f"n{c:08d}" for c in range(300)), names)
+
+
+def test_too_few_images_names_the_worst_few_classes_once_in_one_short_line():
+    with pytest.raises(PolicyError) as info:
+        run("images_per_class(n=11)", source=LongNames())
+    message = str(info.value)
+    assert len(message) < 400 and len(message.splitlines()) == 1, message
+    assert "but 258 of 300 classes have fewer, the worst: " in message and message.count(" has 5") == 3
+    assert "n00000000" in message and message.count("n00000000") == 1  # the worst class, named once
+    assert "a class with a long name, synonym 0, an… (n00000000) has 5" in message  # long names are cut
+
+
+def test_a_misspelt_class_to_exclude_gets_a_did_you_mean():
+    with pytest.raises(PolicyError) as info:
+        run("exclude(classes=['c01', 'nmae02', 'zebra'])")
+    message = str(info.value)
+    assert message.startswith("no current class named 'nmae02', 'zebra'; for 'nmae02', did you mean 'name02'")
+    assert len(message.splitlines()) == 1

@@ -131,3 +131,24 @@ def test_parse_canonical_is_stable(registry, params, spaces):
     assert again == first
     assert again.spec() == canonical
     assert registry.parse_chain("policy", f"{canonical} | plain | {canonical}")[2] == first
+
+
+@pytest.mark.parametrize("text, hint", [
+    ("image_folder(root=data)", "text goes in quotes: \"root='data'\""),
+    ("image_folder(root=data/train)", "text goes in quotes: \"root='data/train'\""),
+    ("exclude(classes=['goldfish', tench])", "text goes in quotes: 'tench'"),
+    ("image_folder(root=f(x))", None),
+    ("exclude(classes=[tench])", "text goes in quotes: 'tench'"),
+    ("random_classes(k=5) images_per_class(n=4)", "put `|` between them: 'random_classes(k=5) | images_per_class(n=4)'"),
+    ("random_classes(k=5)images_per_class", "put `|` between them: 'random_classes(k=5) | images_per_class'"),
+    ("random_classes(k=5) | images_per_class(n=4", None),
+])
+def test_malformed_specs_say_what_to_write_instead(text, hint):
+    with pytest.raises(SpecError) as info:
+        parse_chain(text)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1
+    if hint is None:
+        assert "quotes" not in message and "put `|`" not in message
+    else:
+        assert message.endswith(hint), message

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING
 
 from .components import Component
+from .errors import SpecError
 
 if TYPE_CHECKING:  # torch loads only when a network is built, keeping the CLI's start fast
     import torch
@@ -40,3 +42,20 @@ class Backbone(Component):
         """The same network with a new, freshly initialised `num_classes`-way head."""
         model.reset_classifier(num_classes)
         return model
+
+
+@functools.cache
+def check_resolution(backbone: Backbone, resolution: int) -> None:
+    """Refuse a network that cannot take `resolution`-pixel images (it downsamples them to nothing, or wants another size):
+    a dry forward pass of one image on the CPU, before any run is made (once per backbone and resolution)."""
+    import torch
+
+    model = backbone.build_seeded(2, resolution, 0).eval()  # seeded: the caller's random state is left as it was
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, resolution, resolution))
+    except (RuntimeError, ValueError, AssertionError, IndexError) as exc:
+        why = " ".join(str(exc).split())[:160]
+        raise SpecError(f"backbone {backbone.spec()} cannot take {resolution} px images: a forward pass of one fails "
+                        f"({type(exc).__name__}: {why}); it downsamples too often for that size (or wants another one): train at a "
+                        "larger resolution, or pick a network that downsamples less") from None

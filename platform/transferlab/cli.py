@@ -1,6 +1,8 @@
 """The `transferlab` command line: a thin layer over the library."""
 
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -33,8 +35,13 @@ class CLI(click.Group):
         try:
             return super().invoke(ctx)
         except TransferlabError as exc:
+            if getattr(exc, "results", None):  # some transfer tasks failed: the others' results are printed all the same
+                print_summary(exc.runs, exc.results)
             click.echo(error_line(exc), err=True)
             ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo(interrupted_line(ctx.invoked_subcommand), err=True)
+            ctx.exit(130)
         except OSError as exc:  # a file the user named that cannot be written or read (--save, --out)
             click.echo(error_line(f"{excerpt(str(exc.filename or ''))}: {exc.strerror or exc}".lstrip(": ")), err=True)
             ctx.exit(2)
@@ -49,6 +56,26 @@ class CLI(click.Group):
                                   "what was done is kept: rerun the same command when it answers again (finished runs are reused, "
                                   "stopped ones resume)"), err=True)
             ctx.exit(2)
+
+
+RESUMING_COMMANDS = ("pretrain", "transfer", "run", "study", "search")  # commands whose rerun reuses and resumes runs
+
+
+def interrupted_line(command: str | None) -> str:
+    """What Ctrl-C ends with: one line; for a command that makes runs, how to resume it (the same command again)."""
+    if command not in RESUMING_COMMANDS:
+        return "Interrupted."
+    again = "the same `mlflow run` command" if os.environ.get("MLFLOW_RUN_ID") else " ".join(map(shell_word, ["transferlab", *sys.argv[1:]]))
+    return (f"Interrupted: what finished is kept. To resume, rerun {again} (finished runs are reused, the stopped one resumes "
+            "from its last checkpoint).").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def shell_word(arg: str) -> str:
+    """An argument as a shell reads it back: bare if it can be, else in double quotes when that needs no escapes (spec
+    strings hold single quotes), else single-quoted."""
+    if "'" in arg and not any(c in arg for c in "\"$`\\!"):
+        return f'"{arg}"'
+    return shlex.quote(arg)
 
 
 def store_away(exc: BaseException) -> bool:

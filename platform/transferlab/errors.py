@@ -39,3 +39,17 @@ class StorageError(TransferlabError):
 
 class DivergedError(TransferlabError):
     """Training produced a non-finite loss; the run ends FAILED and is never reused."""
+
+
+class TasksFailed(TransferlabError):
+    """Transfer tasks failed after the others ran: `results` holds the others' metrics (recorded, and printed by the CLI)."""
+
+    def __init__(self, failed: list[tuple[str, BaseException]], results: dict[str, float], pretrain_run: str):
+        self.results, self.runs = results, {"pretraining run": pretrain_run}
+        name, exc = failed[0]
+        why = str(exc) if isinstance(exc, TransferlabError) else f"{type(exc).__name__}: {exc}; the traceback is in its run's error.txt"
+        more = f" ({len(failed) - 1} more failed: {', '.join(n for n, _ in failed[1:])})" if len(failed) > 1 else ""
+        kept = (f"the {len(results)} metrics of the other tasks are kept (printed above, recorded on run {pretrain_run}); "
+                if results else "")
+        super().__init__(f"transfer task {name} failed: {' '.join(why.split())[:500]}{more}; {kept}"
+                         "fix it and rerun: finished tasks are reused")

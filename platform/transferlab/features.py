@@ -6,6 +6,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from . import progress
 from .backbones import Backbone
 from .cache import atomic_path, cache_dir, cache_key, size_text
 from .devices import autocast
@@ -15,15 +16,18 @@ FEATURES_VERSION = 1  # bump when extraction changes, so old caches are not reus
 
 
 def extract_features(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, samples: np.ndarray,
-                     device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """Penultimate features float32 [n, D] of `images[samples]` (uint8 [N, R, R, 3]), in order; bf16 autocast on CUDA."""
+                     device: torch.device, batch_size: int = 256, what: str | None = None) -> np.ndarray:
+    """Penultimate features float32 [n, D] of `images[samples]` (uint8 [N, R, R, 3]), in order; bf16 autocast on CUDA.
+    With `what` (e.g. 'features of <target> train'), progress shows on stderr (see transferlab.progress)."""
     out = np.empty((len(samples), backbone.feature_dim(model)), np.float32)
     stream = batches(images, samples, np.zeros(len(samples)), batch_size, device, shuffle=False, seed=0, epoch=0, resident=False)
     start = 0
-    with torch.inference_mode(), autocast(device):
+    with progress.step(what or "", len(samples), enabled=what is not None) as shown, torch.inference_mode(), autocast(device):
         for x, _ in stream:
             out[start:start + len(x)] = backbone.features(model, normalize(x)).float().cpu().numpy()
             start += len(x)
+            shown.advance(len(x))
+        shown.finish(f"{len(samples):,} images in {shown.seconds():.1f} s, {len(samples) / max(shown.seconds(), 1e-9):,.0f} images/s")
     return out
 
 

@@ -24,15 +24,15 @@ import timm
 import torch
 from rich.console import Console
 
-from . import __version__, runs, tracking
+from . import __version__, progress, runs, tracking
 from . import policies as parse_policies
 from . import source as parse_source
-from .backbones import Backbone
+from .backbones import Backbone, check_resolution
 from .cache import cache_dir, cache_key
 from .components import signature
 from .defaults import DEFAULTS
 from .devices import resolve_device
-from .errors import CheckpointError, DataError, SpecError, TransferlabError
+from .errors import CheckpointError, DataError, SpecError, TasksFailed, TransferlabError
 from .image_cache import image_cache
 from .manifest import Manifest
 from .metric_names import component_label, source_label
@@ -40,7 +40,7 @@ from .plugins import get_registry
 from .policies import Policy, chain_spec, make_manifest
 from .registry import build
 from .sources import Source
-from .specs import parse_one
+from .specs import excerpt, parse_one
 from .subset import seed_value
 from .tasks import Task, TransferContext
 from .training import pretrain
@@ -102,9 +102,11 @@ class PretrainSpec:
                          f"recipe{RECIPE_VERSION}")
 
     def prepare(self) -> Manifest:
-        """What can fail before any run exists: the manifest (policy errors) and the training device (e.g. 'cuda' on a CPU machine)."""
+        """What can fail before any run exists: the manifest (policy errors), the training device (e.g. 'cuda' on a CPU
+        machine) and the backbone at the training resolution."""
         manifest = make_manifest(self.source, self.policies, self.seed)
         resolve_device(self.training.device)
+        check_resolution(self.backbone, self.training.resolution)
         return manifest
 
     def run_name(self) -> str:
@@ -133,12 +135,15 @@ class TransferSpec:
 
     def check(self) -> None:
         """The target can be measured: its index builds, with training and test images (val is carved from train if
-        missing). Done before any pretraining or run, so a bad target costs nothing."""
+        missing), and every task's own preconditions hold (`Task.check`). Done before any pretraining or run, so a bad
+        target costs nothing."""
         index = self.target.index
         for split, why in (("train", "to fit the transfer tasks"), ("test", "transfer reports accuracy on held-out test images")):
             if not len(index.split_samples(split)):
                 hint = "; pass test_fraction=0.2 (say) to hold out a share of its images" if split == "test" and "test_fraction" in self.target.params() else ""
                 raise DataError(f"target {self.target.spec()} has no {split} split: {why}{hint}")
+        for task in self.tasks:
+            task.check(self.target)
 
     def target_label(self) -> str:
         """The target's part of metric names (see `source_label`)."""
@@ -186,35 +191,56 @@ def run_pretraining(spec: PretrainSpec, manifest: Manifest, run_id: str, checkpo
 
 def measure(pretrain_run: str, spec: TransferSpec, *, wait: bool = True) -> dict[str, float]:
     """Run every task on the target as a child run of the pretraining run (reusing finished ones); all metrics, prefixed
-    `transfer.<task label>.<target label>.` (labels name non-default parameters: `transfer.knn_k1.synthetic_heldout.`)."""
+    `transfer.<task label>.<target label>.` (labels name non-default parameters: `transfer.knn_k1.synthetic_heldout.`).
+    A task that fails ends its run FAILED and the others still run; then TasksFailed carries the results of those that
+    did not fail (already recorded on the pretraining run)."""
     run = tracking.get_run(pretrain_run)
     if run.data.tags.get(tracking.KIND) != "pretrain" or run.info.status != "FINISHED":
         raise TransferlabError(f"run {pretrain_run} is not a finished pretraining run (kind {run.data.tags.get(tracking.KIND)!r}, status {run.info.status})")
     experiment, recipe = run.info.experiment_id, PretrainedRecipe.of(run)  # a run that lies fails here, before any child run
-    context = None
-    results = {}
+    context: list[TransferContext] = []  # made once, by the first task that runs here
+    results, failed = {}, []
     target = distinct_target_label(experiment, pretrain_run, spec)
-    for task in spec.tasks:
+    for number, task in enumerate(spec.tasks, 1):
         name = f"{component_label(task)} on {target}"
-        prefix = f"transfer.{component_label(task)}.{target}."
-        key = cache_key("transfer", pretrain_run, spec.target.fingerprint, task.spec(), prefix, f"recipe{RECIPE_VERSION}")
-        tags = {tracking.PRETRAIN_RUN: pretrain_run, TARGET_LABEL: target, TARGET_FINGERPRINT: spec.target.fingerprint}
-        with runs.keyed_run(experiment, key, "transfer", name, parent=pretrain_run, tags=tags, wait=wait, what=f"transfer run ({name})",
-                            recorded_if=lambda run: "task" in run.data.params) as child:
-            if child.done:
-                metrics = {k: v for k, v in tracking.get_run(child.run_id).data.metrics.items() if k.startswith(prefix)}
-            else:
-                if child.fresh:
-                    tracking.log_params(child.run_id, {"task": task.spec(), **task.flat_params("task"), "target": spec.target.spec(),
-                                                       **spec.target.flat_params("target"), "pretrain_run": pretrain_run})
-                if context is None:
-                    context = TransferContext(spec.target, recipe.backbone, recipe.network(), recipe.training.resolution,
-                                              device=recipe.training.device, seed=recipe.seed)
-                metrics = {prefix + k: float(v) for k, v in task.run(context).items()}
-                tracking.log_metrics(child.run_id, metrics)
+        try:
+            metrics = measure_task(pretrain_run, spec, task, target, experiment, recipe, context, wait, f"transfer {number}/{len(spec.tasks)} {name}")
+        except Exception as exc:
+            if tracking.resumable(exc) or len(spec.tasks) == 1:  # the store or a disk failed, not the task: stop, a rerun continues
+                raise
+            failed.append((name, exc))
+            progress.line(f"transfer {number}/{len(spec.tasks)} {name} failed: {type(exc).__name__}: {excerpt(str(exc), 300)}")
+            continue
         tracking.log_metrics(pretrain_run, metrics)
         results |= metrics
+    if failed:
+        raise TasksFailed(failed, results, pretrain_run) from failed[0][1]
     return results
+
+
+def measure_task(pretrain_run: str, spec: TransferSpec, task: Task, target: str, experiment: str, recipe: "PretrainedRecipe",
+                 context: list[TransferContext], wait: bool, what: str) -> dict[str, float]:
+    """One task of `measure` in its keyed child run (reused when finished): its prefixed metrics."""
+    name = f"{component_label(task)} on {target}"
+    prefix = f"transfer.{component_label(task)}.{target}."
+    key = cache_key("transfer", pretrain_run, spec.target.fingerprint, task.spec(), prefix, f"recipe{RECIPE_VERSION}")
+    tags = {tracking.PRETRAIN_RUN: pretrain_run, TARGET_LABEL: target, TARGET_FINGERPRINT: spec.target.fingerprint}
+    with runs.keyed_run(experiment, key, "transfer", name, parent=pretrain_run, tags=tags, wait=wait, what=f"transfer run ({name})",
+                        recorded_if=lambda run: "task" in run.data.params) as child:
+        if child.done:
+            return {k: v for k, v in tracking.get_run(child.run_id).data.metrics.items() if k.startswith(prefix)}
+        if child.fresh:
+            tracking.log_params(child.run_id, {"task": task.spec(), **task.flat_params("task"), "target": spec.target.spec(),
+                                               **spec.target.flat_params("target"), "pretrain_run": pretrain_run})
+        with progress.step(what, announce=True) as shown:
+            if not context:
+                context.append(TransferContext(spec.target, recipe.backbone, recipe.network(), recipe.training.resolution,
+                                               device=recipe.training.device, seed=recipe.seed))
+            metrics = task.run(context[0])
+            shown.finish(", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) + f" ({shown.seconds():.1f} s)")
+        metrics = {prefix + k: float(v) for k, v in metrics.items()}
+        tracking.log_metrics(child.run_id, metrics)
+    return metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,6 +315,18 @@ def link(parent: str, pretrain_run: str, metrics: dict[str, float]) -> None:
     tracking.log_metrics(parent, metrics)
 
 
+@contextlib.contextmanager
+def kept(parent: str | None, pretrain_run: str, with_pretrain: bool = False) -> Iterator[None]:
+    """When some transfer tasks fail, give the asking run the other tasks' results (and the key pretraining metrics) anyway."""
+    try:
+        yield
+    except TasksFailed as exc:
+        exc.results = (pretrain_metrics(pretrain_run) if with_pretrain else {}) | exc.results
+        if parent:
+            link(parent, pretrain_run, exc.results)
+        raise
+
+
 def pretrain_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["policy"], backbone: str = DEFAULTS["backbone"],
                  training: str = DEFAULTS["training"], seed: int = DEFAULTS["seed"], experiment: str | None = None, *,
                  wait: bool = True) -> str:
@@ -316,7 +354,8 @@ def transfer_run(pretrain_run_id: str, target: str = DEFAULTS["target"], tasks: 
     parent = tracking.project_run_id()
     with asked_by(parent):
         runs.end_dead_runs(tracking.get_run(pretrain_run_id).info.experiment_id, parent)
-        metrics = measure(pretrain_run_id, spec, wait=wait)
+        with kept(parent, pretrain_run_id):
+            metrics = measure(pretrain_run_id, spec, wait=wait)
         if parent:
             link(parent, pretrain_run_id, metrics)
     return metrics
@@ -354,6 +393,7 @@ def main_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["policy"],
     with runs.owned_run(parent, end=made):  # this process answers for it now; `mlflow run` ends its own run
         runs.end_dead_runs(experiment_id, parent)
         pretrain_id = train(spec, manifest, experiment_id, parent, wait=wait)
-        metrics = pretrain_metrics(pretrain_id) | measure(pretrain_id, transfer, wait=wait)
+        with kept(parent, pretrain_id, with_pretrain=True):
+            metrics = pretrain_metrics(pretrain_id) | measure(pretrain_id, transfer, wait=wait)
         link(parent, pretrain_id, metrics)
     return MainResult(parent, pretrain_id, metrics)

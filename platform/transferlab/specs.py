@@ -11,6 +11,7 @@ MAX_SPEC_CHARS = 10_000  # longer text is refused before parsing: the parser's t
 MAX_CHAIN_STEPS = 200  # steps of one `|` chain; no study needs more, and deeper trees exhaust the recursion limit
 EXCERPT_CHARS = 60  # what error messages show of a spec or value
 SURROGATE = re.compile("[\ud800-\udfff]")  # what Python makes of bytes that are not UTF-8 (argv, file names)
+CALLS_SIDE_BY_SIDE = re.compile(r"(?<=\))\s*(?=[A-Za-z_])|(?<=\w)\s+(?=[A-Za-z_])")  # `a(k=1) b`, `a(k=1)b`, `a b`: calls side by side
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,11 +67,23 @@ def _parse(text: str) -> tuple[str, ast.Expression]:
         return source, ast.parse(source, mode="eval")
     except SyntaxError as exc:
         where = f" at column {exc.offset}" if exc.offset else ""
-        raise SpecError(f"malformed spec {excerpt(source)}: {exc.msg}{where}") from None
+        raise SpecError(f"malformed spec {excerpt(source)}: {exc.msg}{where}{chain_hint(source)}") from None
     except (RecursionError, MemoryError):
         raise SpecError(f"malformed spec {excerpt(source)}: nested too deeply (or a chain far over {MAX_CHAIN_STEPS} steps)") from None
     except ValueError as exc:  # e.g. a NUL character (Python 3.11 raises ValueError, later versions SyntaxError)
         raise SpecError(f"malformed spec {excerpt(source)}: {exc}") from None
+
+
+def chain_hint(source: str) -> str:
+    """A hint for calls written side by side without `|` (`a(k=1) b`), when putting `|` between them makes a valid spec."""
+    chained = CALLS_SIDE_BY_SIDE.sub(" | ", source)
+    if chained == source:
+        return ""
+    try:
+        ast.parse(chained, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return ""
+    return f"; to chain components, put `|` between them: {excerpt(chained)}"
 
 
 def _segment(source: str, node: ast.AST) -> str:
@@ -90,14 +103,25 @@ def _call(node: ast.AST, source: str) -> Call:
             raise SpecError(f"malformed spec {excerpt(source)}: `**` is not allowed")
         if kw.arg in dict(kwargs):
             raise SpecError(f"malformed spec {excerpt(source)}: parameter '{kw.arg}' given twice")
-        kwargs.append((kw.arg, _literal(kw.value, source)))
+        kwargs.append((kw.arg, _literal(kw.value, source, kw.arg)))
     return Call(node.func.id, args, tuple(kwargs))
 
 
-def _literal(node: ast.AST, source: str) -> Any:
+def _literal(node: ast.AST, source: str, key: str | None = None) -> Any:
     if isinstance(node, ast.Starred):
         raise SpecError(f"malformed spec {excerpt(source)}: `*` is not allowed")
     try:
         return ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        raise SpecError(f"malformed spec {excerpt(source)}: {_segment(source, node)} is not a Python literal") from None
+        raise SpecError(f"malformed spec {excerpt(source)}: {_segment(source, node)} is not a Python literal{quote_hint(node, source, key)}") from None
+
+
+def quote_hint(node: ast.AST, source: str, key: str | None) -> str:
+    """A hint for text written without quotes (`root=data`, `root=data/train`, `classes=[tench]`), else ''."""
+    names = [n.id for n in ast.walk(node) if isinstance(n, ast.Name)]
+    text = ast.get_source_segment(source, node) or ""
+    if names and isinstance(node, ast.List | ast.Tuple | ast.Set | ast.Dict):  # an item of a list: quote that item
+        return f"; text goes in quotes: {names[0]!r}"
+    if not names or any(q in text for q in "'\"") or any(isinstance(n, ast.Call) for n in ast.walk(node)):
+        return ""
+    return f"; text goes in quotes: {excerpt((f'{key}=' if key else '') + repr(text))}"

@@ -2,6 +2,7 @@
 
 import dataclasses
 import decimal
+import difflib
 import hashlib
 from collections.abc import Sequence
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from .data_index import DataIndex
 from .errors import PolicyError, SpecError
+from .specs import EXCERPT_CHARS, excerpt
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -92,6 +94,14 @@ class Subset:
         thinned = dataclasses.replace(self, samples=samples, class_map=class_map)
         return thinned.keep_classes(np.unique(class_map[class_map >= 0]))
 
+    def unknown_classes(self, unknown: list) -> str:
+        """The message for classes not found: a did-you-mean per misspelt one (ids and names), else some of the classes."""
+        known = list(dict.fromkeys([*self.classes, *self.class_names]))
+        close = {w: difflib.get_close_matches(w, known, n=3, cutoff=0.6) for w in unknown[:10] if isinstance(w, str) and len(w) <= EXCERPT_CHARS}
+        hints = [f"for {w!r}, did you mean {' or '.join(map(repr, c))}?" for w, c in close.items() if c]
+        listed = f"classes include {', '.join(self.classes[:10])}" + (" ..." if self.num_classes > 10 else "")
+        return f"no current class named {', '.join(excerpt(w) if isinstance(w, str) else repr(w) for w in unknown[:10])}; " + (" ".join(hints) if hints else listed)
+
     def find_classes(self, wanted: Sequence[str | int]) -> list[int]:
         """Current class indices of the wanted classes: an int is a source label number (its source class's current class),
         a string is a current class id, or else a current class name; a name shared by several classes is an error."""
@@ -114,7 +124,7 @@ class Subset:
             else:
                 unknown.append(w)
         if unknown:
-            raise PolicyError(f"no current class named {', '.join(map(repr, unknown[:10]))}; classes include {', '.join(self.classes[:10])}" + (" ..." if self.num_classes > 10 else ""))
+            raise PolicyError(self.unknown_classes(unknown))
         return found
 
 

@@ -14,6 +14,7 @@ from .devices import prepare, resolve_device
 from .errors import DataError
 from .features import cached_features, extract_features, weights_digest
 from .image_cache import image_cache
+from .metric_names import source_label
 from .sources import Source
 
 CARVED_VAL_FRACTION = 0.2  # share of each class's training images held out as val when the target has no val split
@@ -25,6 +26,10 @@ class Task(Component):
     """A transfer protocol on a target source: choices made on val, test reported once."""
 
     kind = "task"
+
+    def check(self, target: Source) -> None:
+        """Refuse, with a DataError saying what to change, a target this task cannot run on; called before any run is made,
+        so it must be cheap (the target's index only, no image). Most tasks run on any target that has train and test images."""
 
     def run(self, ctx: "TransferContext") -> dict[str, float]:
         """Metrics by name without prefix, e.g. {'test_top1': 71.2, 'val_top1': 73.0}; accuracies in percent."""
@@ -110,15 +115,16 @@ class TransferContext:
             if self.cache_features:
                 key = (self.weights_digest, self.backbone.spec(), self.target.fingerprint, self.resolution,
                        "bf16" if self.device.type == "cuda" else "fp32", hashlib.sha256(samples.astype("<i8").tobytes()).hexdigest())
-                x = cached_features(key, lambda: self.extract(samples))
-            else:
+                x = cached_features(key, lambda: self.extract(samples, split))
+            else:  # a model still training (a pruner's probe, often): no progress shown
                 x = self.extract(samples)
             self._features[split] = x, self.labels(split)
         return self._features[split]
 
-    def extract(self, samples: np.ndarray) -> np.ndarray:
-        """Features of the given samples, computed now (no cache)."""
-        return extract_features(self.backbone, self.model, self.image_cache, samples, self.device, self.batch_size)
+    def extract(self, samples: np.ndarray, split: str | None = None) -> np.ndarray:
+        """Features of the given samples, computed now (no cache); progress shows when the split is named."""
+        what = f"features of {source_label(self.target)} {split}" if split else None
+        return extract_features(self.backbone, self.model, self.image_cache, samples, self.device, self.batch_size, what)
 
     def fresh_model(self, num_classes: int) -> torch.nn.Module:
         """A copy of the pretrained model with a new `num_classes`-way head, on the device, in train mode."""

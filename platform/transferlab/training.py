@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from . import progress as display
 from .backbones import Backbone
 from .cache import atomic_path, size_text
 from .devices import autocast, prepare, resolve_device, seeded, synchronize
@@ -79,12 +78,11 @@ def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, m
             if entry["step"] not in logged:
                 log(entry["metrics"], entry["step"])
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[result]}"),
-                  console=Console(stderr=True), disable=not progress) as bars:
-        while step < total_steps:  # one round: train to the next evaluation (a whole number of epochs, or the last step)
-            end = min(total_steps, (step // interval + 1) * interval)
-            what = f"epoch {epoch + 1}/{spec.epochs}" if spec.length == "epochs" else f"steps {step + 1}-{end} of {total_steps}"
-            bar = bars.add_task(f"pretrain {what}", total=end - step, result="")
+    first_step, started = step, time.perf_counter()  # the ETA counts the steps trained in this process only
+    while step < total_steps:  # one round: train to the next evaluation (a whole number of epochs, or the last step)
+        end = min(total_steps, (step // interval + 1) * interval)
+        what = f"epoch {epoch + 1}/{spec.epochs}" if spec.length == "epochs" else f"steps {step + 1}-{end} of {total_steps}"
+        with display.step(f"pretrain {what}", end - step, "steps", enabled=progress) as bar:
             net.train()
             loss_sum, seen, round_steps, seconds = torch.zeros((), device=device), 0, 0, 0.0
             while step < end:
@@ -105,7 +103,7 @@ def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, m
                     seen += len(y)
                     step += 1
                     round_steps += 1
-                    bars.advance(bar)
+                    bar.advance()
                     if step == end:  # only the last step of the run ends an epoch early
                         break
                 synchronize(device)
@@ -120,11 +118,12 @@ def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, m
             if len(val_samples):
                 metrics["pretrain.val_top1"] = evaluate(net, val_images, val_samples, val_labels, 2 * spec.batch_size, device, resident)
             history.append({"step": step, "metrics": metrics})
-            bars.update(bar, result=summary(metrics))
-            save_checkpoint(checkpoint, key, model, optimizer, step, epoch, history)
-            log(metrics, step)
-            if evaluated is not None:
-                evaluated(step)
+            left = display.eta(step - first_step, total_steps - first_step, time.perf_counter() - started)
+            bar.finish(f"{summary(metrics)}  step {step}/{total_steps}  ETA {left}")
+        save_checkpoint(checkpoint, key, model, optimizer, step, epoch, history)
+        log(metrics, step)
+        if evaluated is not None:
+            evaluated(step)
     return dict(history[-1]["metrics"])
 
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from transferlab import DataError, SpecError
+from transferlab.sources import Source
+from transferlab.specs import excerpt
 from transferlab.tasks import Task, TransferContext
 
 
@@ -25,6 +27,16 @@ class FewShot(Task):
         """At least two ways and one shot, query and episode each."""
         if self.ways < 2 or min(self.shots, self.queries, self.episodes) < 1:
             raise SpecError(f"fewshot: needs ways >= 2 and shots, queries, episodes >= 1, got {self.spec()}")
+
+    def check(self, target: Source) -> None:
+        """The target's test split has `ways` classes with at least shots + queries images each."""
+        index = target.index
+        counts = np.bincount(index.labels[index.split_samples("test")], minlength=index.num_classes)
+        need, enough = self.shots + self.queries, int((counts >= self.shots + self.queries).sum())
+        if enough < self.ways:
+            raise DataError(f"{self.spec()} needs {self.ways} test classes with at least shots + queries = {need} images each, but "
+                            f"target {excerpt(target.spec())} has {enough} such (its {int((counts > 0).sum())} test classes hold at most "
+                            f"{counts.max(initial=0)} images); lower ways, shots or queries")
 
     def run(self, ctx: TransferContext) -> dict[str, float]:
         """test_acc (mean over episodes, percent) and test_ci95 (1.96 · std / √episodes)."""

@@ -1,12 +1,14 @@
 """Full fine-tuning: the whole pretrained network with a new head, SGD (nesterov) with linear warmup and a cosine schedule."""
 
 import dataclasses
+import math
+import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from transferlab import SpecError
+from transferlab import SpecError, progress
 from transferlab.devices import autocast, seeded
 from transferlab.errors import DivergedError
 from transferlab.loader import augment, batches, epoch_generator, fits_on_device, normalize, to_device
@@ -57,23 +59,29 @@ class Finetune(Task):
         drop_last = len(samples) > self.batch_size  # never a batch of one in train-mode batch norm
         steps = self.epochs * (len(samples) // self.batch_size if drop_last else 1)
         optimizer = torch.optim.SGD(decay_groups(model, self.weight_decay), lr=self.lr, momentum=self.momentum, nesterov=self.momentum > 0)
-        step = 0
+        step, started = 0, time.perf_counter()
         for epoch in range(self.epochs):
-            generator, losses = epoch_generator(ctx.seed, epoch), []
-            for x, y in batches(images, samples, labels, self.batch_size, ctx.device, shuffle=True, seed=ctx.seed,
-                                epoch=epoch, resident=resident, drop_last=drop_last):
-                for group in optimizer.param_groups:
-                    group["lr"] = scheduled_rate(self.lr, self.warmup, "cosine", step, steps)
-                with autocast(ctx.device):
-                    loss = F.cross_entropy(model(augment(x, generator)), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.detach())
-                step += 1
-            if not torch.isfinite(torch.stack(losses)).all():  # one sync per epoch, not per step
-                raise DivergedError(f"finetune diverged in epoch {epoch + 1}: train loss is not finite; lower lr (now {self.lr:g}) "
-                                    f"or warm up longer (warmup now {self.warmup:g})")
+            generator, losses, seen = epoch_generator(ctx.seed, epoch), [], 0
+            with progress.step(f"finetune epoch {epoch + 1}/{self.epochs}", steps // self.epochs, "steps") as shown:
+                for x, y in batches(images, samples, labels, self.batch_size, ctx.device, shuffle=True, seed=ctx.seed,
+                                    epoch=epoch, resident=resident, drop_last=drop_last):
+                    for group in optimizer.param_groups:
+                        group["lr"] = scheduled_rate(self.lr, self.warmup, "cosine", step, steps)
+                    with autocast(ctx.device):
+                        loss = F.cross_entropy(model(augment(x, generator)), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    losses.append(loss.detach())
+                    step += 1
+                    seen += len(y)
+                    shown.advance()
+                loss = torch.stack(losses).float().mean().item()  # one sync per epoch, not per step
+                if not math.isfinite(loss):
+                    raise DivergedError(f"finetune diverged in epoch {epoch + 1}: train loss is not finite; lower lr (now {self.lr:g}) "
+                                        f"or warm up longer (warmup now {self.warmup:g})")
+                shown.finish(f"loss {loss:.3f}  {seen / max(shown.seconds(), 1e-9):,.0f} img/s  "
+                             f"ETA {progress.eta(step, steps, time.perf_counter() - started)}")
         val, test = (predict(model, ctx, split) for split in ("val", "test"))
         y_val, y_test = (torch.as_tensor(ctx.labels(split), device=ctx.device) for split in ("val", "test"))
         return {"test_top1": top1(test, y_test), "test_mean_class_acc": mean_class_accuracy(test, y_test),

@@ -9,6 +9,9 @@ from transferlab import Policy, PolicyError, Seeds, SpecError, Subset
 from transferlab.class_tree import ClassTree
 from transferlab.subset import ranks_within_class
 
+WORST_NAMED = 3  # classes an error about too few images names (the worst); the rest are counted
+NAME_CHARS = 40  # of each class named there (WordNet names run long)
+
 
 @dataclasses.dataclass(frozen=True)
 class All(Policy):
@@ -28,14 +31,22 @@ def keep_per_class(subset: Subset, seeds: Seeds, quota: np.ndarray) -> Subset:
 
 
 def check_available(subset: Subset, wanted: np.ndarray, what: str, hint: str = "pass take='available' to keep what they have") -> None:
-    """Error naming every class with fewer images than wanted."""
+    """One-line error naming the classes with fewer images than wanted: how many, and the WORST_NAMED worst, each once."""
     counts = subset.class_counts()
     short = np.flatnonzero(counts < wanted)
     if len(short):
-        listed = ", ".join(f"{subset.class_names[c]} ({subset.classes[c]}) has {counts[c]}" for c in short[:10])
-        more = f" and {len(short) - 10} more" if len(short) > 10 else ""
-        raise PolicyError(f"{what} asks for {int(wanted.max())} images per class, but {len(short)} classes have fewer: {listed}{more}; "
-                          + hint)
+        worst = short[np.argsort(counts[short] - np.broadcast_to(wanted, counts.shape)[short], kind="stable")[:WORST_NAMED]]
+        listed = ", ".join(f"{class_text(subset, c)} has {counts[c]}" for c in worst)
+        which = ", the worst" if len(short) > WORST_NAMED else ""
+        raise PolicyError(f"{what} asks for {int(wanted.max())} images per class, but {len(short)} of {subset.num_classes} classes "
+                          f"have fewer{which}: {listed}; " + hint)
+
+
+def class_text(subset: Subset, c: int) -> str:
+    """A class as an error names it: its name, cut to NAME_CHARS, then its id when that differs."""
+    cid, name = subset.classes[c], subset.class_names[c]
+    name = name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 1] + "…"
+    return cid if name == cid else f"{name} ({cid})"
 
 
 @dataclasses.dataclass(frozen=True)
