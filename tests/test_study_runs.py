@@ -29,9 +29,9 @@ def count_trainings(monkeypatch) -> list:
     """Pretraining runs trained from here on (their ids), training for real."""
     trained, real = [], pipeline.run_pretraining
 
-    def counted(spec, manifest, run_id, checkpoint, fresh):
+    def counted(spec, manifest, run_id, checkpoint, fresh, **kwargs):
         trained.append(run_id)
-        return real(spec, manifest, run_id, checkpoint, fresh)
+        return real(spec, manifest, run_id, checkpoint, fresh, **kwargs)
 
     monkeypatch.setattr(pipeline, "run_pretraining", counted)
     return trained
