@@ -167,7 +167,7 @@ def no_training(monkeypatch):
     """Training that only ends its run FINISHED (these tests are about which run trains); the run ids it was given."""
     trained = []
 
-    def run_pretraining(spec, manifest, run_id, checkpoint, fresh):
+    def run_pretraining(spec, manifest, run_id, checkpoint, fresh, **kwargs):
         trained.append(run_id)
         MlflowClient().set_terminated(run_id, "FINISHED")
 
