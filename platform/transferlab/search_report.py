@@ -19,14 +19,18 @@ TEST_SCORES = "test_scores"  # study user attr: {trial number: test score} of th
 
 
 def best_trials(plan, study) -> list:
-    """The trials measured on test: the `best` highest val scores (one objective), or the Pareto front's, best score first."""
+    """The trials measured on test: the `best` highest val scores (one objective), or the Pareto front's, best score first;
+    one per pretraining run."""
     from optuna.trial import TrialState
 
     if len(plan.objectives) > 1:
         chosen = study.best_trials
     else:
         chosen = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(chosen, key=lambda t: (-t.values[0], t.number))[:plan.args.best]
+    distinct = {}  # a trial that repeated a finished allocation is the same pretraining: measure and list it once
+    for t in sorted(chosen, key=lambda t: (-t.values[0], t.number)):
+        distinct.setdefault(trial_attrs(t).get("pretrain_run", t.number), t)
+    return list(distinct.values())[:plan.args.best]
 
 
 def measure_best(plan, study, search_run: str) -> list[dict]:
