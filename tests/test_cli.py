@@ -1,6 +1,8 @@
 """The command line: outputs, JSON, and user errors as one line with exit code 2."""
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +27,44 @@ def test_plugins_lists_every_kind_with_parameters():
     sig = {(r["kind"], r["name"]): r["signature"] for r in rows}  # a study and a policy may share a name
     assert sig[("policy", "images_per_class")] == "images_per_class(n: int, take: 'exact'|'available' = 'exact')"
     assert sig[("study", "images_per_class")].startswith("images_per_class(fractions: list[float] = [0.38461538461538464, ")
+    titles = [line.strip() for line in out.output.splitlines() if line.strip() in {"sources", "policies", "policys", "studies", "studys", "tasks"}]
+    assert titles == ["sources", "policies", "tasks", "studies"]
+
+
+LIGHT_COMMANDS = [["plugins"], ["subset", "--source", SOURCE], ["classes", "--source", SOURCE], ["tree", "--source", SOURCE]]
+
+
+def test_commands_without_a_network_do_not_import_torch_timm_mlflow_or_matplotlib(tmp_path):
+    """What makes them start in well under a second (benchmarks/bench_startup.py times them): checked in a fresh process."""
+    script = ("import json, sys\nfrom transferlab.cli import cli\nheavy = {}\n"
+              f"for args in {LIGHT_COMMANDS!r}:\n"
+              "    cli(args, standalone_mode=False)\n"
+              "    heavy[args[0]] = sorted(m for m in ('torch', 'timm', 'mlflow', 'matplotlib', 'nltk') if m in sys.modules)\n"
+              "from transferlab_wordnet.class_list import read_wnids\n"
+              "assert len(read_wnids('imagenet-1k')) == 1000\n"  # `--classes imagenet-1k` reads timm's table without importing timm
+              "heavy['class_list'] = sorted(m for m in ('torch', 'timm') if m in sys.modules)\n"
+              "print('HEAVY', json.dumps(heavy))")
+    env = os.environ | {"TRANSFERLAB_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    heavy = json.loads(done.stdout.rsplit("HEAVY ", 1)[1])
+    assert heavy == {"plugins": [], "subset": [], "classes": [], "tree": [], "class_list": []}
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_files_the_platform_writes_have_plain_permissions_under_the_umask(tmp_path, umask, file_mode, dir_mode):
+    from transferlab.cache import cache_root
+
+    old = os.umask(umask)
+    try:
+        saved = invoke("subset", "--source", SOURCE, "--save", str(tmp_path / "m"))
+        sheet = invoke("show", SOURCE, "--out", str(tmp_path / "sheet.png"))
+    finally:
+        os.umask(old)
+    assert saved.exit_code == 0 and sheet.exit_code == 0, saved.output + sheet.output
+    written = [tmp_path / "m" / "manifest.json", tmp_path / "m" / "manifest.npz", tmp_path / "sheet.png", *(cache_root() / "synthetic").glob("*.npy")]
+    assert len(written) > 3 and {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {p.name: oct(file_mode) for p in written}
+    assert oct(stat.S_IMODE((tmp_path / "m").stat().st_mode)) == oct(dir_mode)
 
 
 def test_subset_prints_counts_and_digest(tmp_path):
@@ -85,6 +125,10 @@ def test_cache_lists_folders_with_disk_use_and_clears_only_rebuildable_ones():
     assert (folders["images"]["files"], folders["images"]["bytes"]) == (1, 50 * 2**20) and folders["images"]["disk_bytes"] < 2**20
     assert folders["features"]["files"] == 1 and folders["features"]["disk_bytes"] >= 300_000
     assert "kept" in folders["checkpoints"]["holds"] and "images" in invoke("cache").output
+    total = json.loads(out.output)["total"]
+    assert total == {key: sum(f[key] for f in folders.values()) for key in ("files", "disk_bytes", "bytes")} and total["files"] >= 3
+    [footer] = [line for line in invoke("cache").output.splitlines() if "total" in line]
+    assert f"{total['files']} " in footer and f"{total['bytes'] / 2**20:,.1f} MiB" in footer
 
     refused = invoke("cache", "--clear", "features", "--clear", "checkpoints")  # nothing is deleted when one kind is refused
     assert refused.exit_code == 2 and "'checkpoints' is not one of" in refused.output

@@ -12,7 +12,6 @@ from sklearn.preprocessing import StandardScaler
 from test_features import RES, context, target
 from transferlab import DataError, SpecError, get_registry, loader
 from transferlab.errors import DivergedError
-from transferlab_probes import finetune
 from transferlab_probes.fewshot import episode_accuracies
 from transferlab_probes.knn import knn_predict
 from transferlab_probes.linear import L2_GRID, TOLERANCE, Standardizer, UnconvergedWarning, fit_logistic, linear_probe, predict
@@ -294,7 +293,7 @@ class RecordingSGD(torch.optim.SGD):
 
 def test_finetune_warms_up_and_spares_norms_and_biases_from_weight_decay(monkeypatch):
     RecordingSGD.made = []
-    monkeypatch.setattr(finetune.torch.optim, "SGD", RecordingSGD)
+    monkeypatch.setattr(torch.optim, "SGD", RecordingSGD)
     ctx = context(target(train=30, test=10))  # 120 training images: 3 steps of 32 per epoch
     task("finetune(epochs=10, lr=0.05, batch_size=32, weight_decay=1e-3, warmup=0.1)").run(ctx)
     [optimizer] = RecordingSGD.made
@@ -312,9 +311,8 @@ def test_finetune_warms_up_and_spares_norms_and_biases_from_weight_decay(monkeyp
 
 def test_finetune_copies_the_training_images_to_the_device_once(monkeypatch):
     copies = []
-    for module in (finetune, loader):
-        real = module.to_device
-        monkeypatch.setattr(module, "to_device", lambda images, rows, device, real=real: copies.append(len(rows)) or real(images, rows, device))
+    real = loader.to_device  # fine-tuning imports it from the loader when it runs
+    monkeypatch.setattr(loader, "to_device", lambda images, rows, device: copies.append(len(rows)) or real(images, rows, device))
     ctx = context(target(train=20, test=10))
     task("finetune(epochs=5, batch_size=16)").run(ctx)
     assert copies == [len(ctx.samples("train"))]

@@ -18,8 +18,8 @@ def test_tree_prints_levels_with_class_counts_and_writes_an_image(tmp_path):
     assert out.exit_code == 0, out.output
     assert "synthetic (/, 64 classes)" in out.output and "circle (circle, 16 classes)" in out.output
     assert "circle/red" not in out.output  # below --depth
-    full = invoke("tree", "--source", "synthetic(train=2, val=0, test=0)")
-    assert "stripes (circle/red/stripes)" in full.output
+    full = invoke("tree", "--source", "synthetic(train=3, val=1, test=1)")
+    assert "stripes (circle/red/stripes, 5 images)" in full.output and full.output.count(" 5 images)") == 64  # every split counts
     with Image.open(tmp_path / "t.png") as image:
         assert image.width > 1000 and image.height > 100
 
@@ -58,5 +58,6 @@ def test_imagenet_tree_follows_first_hypernyms(tmp_path):
     assert out.exit_code == 0, out.output
     assert "entity (n00001740, 1000 classes)" in out.output
     assert "artifact (n00021939, 522 classes)" in out.output and "living thing (n00004258, 407 classes)" in out.output
+    assert " image)" not in out.output and " images)" not in out.output  # a class list has no images to count
     assert "(n09443453, 1 class)" in out.output
     assert (tmp_path / "in1k.png").stat().st_size > 10_000

@@ -11,9 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from transferlab import ClassTree, Manifest, PolicyError, Source, SpecError, make_manifest, policies, select, source
+from transferlab.class_tree import ROOT
 from transferlab.cli import cli
 from transferlab.data_index import DataIndex
 from transferlab_subsets.class_policies import split_overlap
+from transferlab_wordnet.coarsen import merged_id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +53,7 @@ def check_coarsened(src: Source | str, chain: str, k: int) -> Manifest:
     for new, class_id in enumerate(m.classes):
         members = np.flatnonzero(m.class_map == new)
         if len(members) > 1:
-            node = tree.node(class_id)
+            node = 0 if class_id == merged_id(tree, 0) else tree.node(class_id)
             assert all(node in tree.ancestors(int(tree.class_nodes[c])) for c in members)
     return m
 
@@ -85,6 +87,14 @@ def test_coarsen_uneven_folder_trees(seed):
     src = TreeSource(uneven_paths(seed))
     for k in sorted({1, 2, 3, src.index.num_classes // 3, src.index.num_classes - 1, src.index.num_classes}):
         check_coarsened(src, f"coarsen(k={k})", k)
+
+
+def test_coarsen_names_a_class_merged_at_the_root_after_the_root_not_its_placeholder_id():
+    m = select("synthetic(train=1, val=0, test=0)", "coarsen(k=1)")
+    assert (m.classes, m.class_names) == (("synthetic",), ("synthetic",))
+    assert make_manifest(TreeSource(uneven_paths(0)), policies("coarsen(k=2)")).classes == ("root", "c/a")  # the rest hangs at the root
+    clash = ClassTree.from_paths([("a", "x"), ("b", "y")], root="a")  # a folder with the root's name: the id stays unique
+    assert (merged_id(clash, 0), merged_id(clash, clash.node("a"))) == (ROOT, "a")
 
 
 def test_coarsen_errors():

@@ -7,9 +7,9 @@ import glob
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,14 +90,26 @@ def atomic_path(path: str | os.PathLike, what: str | None = None, needed: int | 
     with storage(path.parent, what or path.name, needed):
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned_temporaries(path)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-{HOST}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
+        tmp = new_temporary(path)
         try:
             yield tmp
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def new_temporary(path: Path) -> Path:
+    """Create an empty, uniquely named temporary beside `path` with a plain file's permissions (0666 less the umask).
+
+    Not tempfile.mkstemp: its files are 0600, and `os.replace` keeps that mode, so every PNG, manifest, report and cache
+    file would be unreadable to the user's group and to other users (a shared cache, a served report folder)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{HOST}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:  # another writer of this process drew the same name
+            continue
 
 
 def remove_abandoned_temporaries(path: Path) -> None:

@@ -22,6 +22,7 @@ from .defaults import DEFAULTS, SEARCH_DEFAULTS, STUDY_DEFAULTS
 from .errors import SpecError, TransferlabError
 from .plugins import get_registry
 from .policies import make_manifest
+from .registry import KIND_HOOKS
 from .specs import excerpt
 from .subset import seed_value
 
@@ -142,7 +143,7 @@ def plugins(as_json: bool):
         click.echo(json.dumps(rows, indent=1))
         return
     for kind in dict.fromkeys(r["kind"] for r in rows):
-        table = Table(title=f"{kind}s", title_justify="left")
+        table = Table(title=KIND_HOOKS[kind].removeprefix("register_"), title_justify="left")  # the plural: policies, studies
         table.add_column("name", no_wrap=True, style="bold")
         table.add_column("plugin", no_wrap=True)
         table.add_column("parameters / description")
@@ -238,7 +239,7 @@ def tree(class_list: str | None, source_spec: str | None, depth: int | None, out
     from .tree_view import icicle_png, rich_tree
 
     src = parse_source(class_list_source(class_list, source_spec))
-    console.print(rich_tree(src.tree, depth))
+    console.print(rich_tree(src.tree, depth, src.index.class_counts() if src.has_images else None))
     if out:
         icicle_png(src.tree, out, depth, title=src.spec())
         click.echo(f"wrote {out}")
@@ -255,13 +256,22 @@ def cache(kinds: tuple[str, ...], as_json: bool):
     root = cache_root()
     rows = [{"folder": p.name, "holds": CLEARABLE.get(p.name) or KEPT.get(p.name, ""), **dict(zip(("files", "disk_bytes", "bytes"), usage(p)))}
             for p in sorted(root.iterdir() if root.is_dir() else []) if p.is_dir()]
+    total = {key: sum(r[key] for r in rows) for key in ("files", "disk_bytes", "bytes")}
     if as_json:
-        click.echo(json.dumps({"root": str(root), "folders": rows}, indent=1))
+        click.echo(json.dumps({"root": str(root), "folders": rows, "total": total}, indent=1))
         return
-    table = Table("folder", "holds", "files", "on disk", "size", title=f"cache: {escape(str(root))}  (${CACHE_ENV})", title_justify="left")
+    table = Table("folder", "holds", "files", "on disk", "size", title=f"cache: {escape(str(root))}  (${CACHE_ENV})", title_justify="left",
+                  show_footer=True)
     for r in rows:
-        table.add_row(r["folder"], r["holds"], str(r["files"]), f"{r['disk_bytes'] / 2**20:,.1f} MiB", f"{r['bytes'] / 2**20:,.1f} MiB")
+        table.add_row(r["folder"], r["holds"], str(r["files"]), mib(r["disk_bytes"]), mib(r["bytes"]))
+    for column, footer in zip(table.columns, ("total", "", str(total["files"]), mib(total["disk_bytes"]), mib(total["bytes"]))):
+        column.footer = footer
     console.print(table)
+
+
+def mib(n: int) -> str:
+    """Bytes as the cache table shows them."""
+    return f"{n / 2**20:,.1f} MiB"
 
 
 def pretrain_options(command):

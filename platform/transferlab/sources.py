@@ -18,6 +18,7 @@ class Source(Component):
 
     kind = "source"
     label_params: ClassVar[tuple[str, ...]] = ()  # parameters metric labels leave out: label() accounts for them
+    has_images: ClassVar[bool] = True  # False for class lists, whose samples stand for classes, not images
 
     def build_index(self) -> DataIndex:
         """Enumerate samples (cached by the caller)."""

@@ -1,21 +1,24 @@
 """Transfer tasks: the Task base class and the TransferContext every task runs in."""
 
+from __future__ import annotations
+
 import copy
 import dataclasses
 import hashlib
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .backbones import Backbone
 from .components import Component
-from .devices import prepare, resolve_device
 from .errors import DataError
-from .features import cached_features, extract_features, weights_digest
 from .image_cache import image_cache
 from .metric_names import source_label
 from .sources import Source
+
+if TYPE_CHECKING:  # torch loads when a context is made, so that listing or parsing tasks (`transferlab plugins`) starts fast
+    import torch
 
 CARVED_VAL_FRACTION = 0.2  # share of each class's training images held out as val when the target has no val split
 CARVE_SEED = 0  # fixed, so every pretraining run and seed is measured on the same carved split
@@ -50,6 +53,8 @@ class TransferContext:
     def __init__(self, target: Source, backbone: Backbone, model: torch.nn.Module, resolution: int, *,
                  device: str | torch.device = "auto", seed: int = 0, batch_size: int = 256, holdout: str = "test",
                  cache_features: bool = True):
+        from .devices import prepare, resolve_device
+
         if holdout not in ("test", "val"):
             raise ValueError(f"holdout is 'test' or 'val', got {holdout!r}")
         self.holdout = holdout
@@ -106,11 +111,15 @@ class TransferContext:
     @cached_property
     def weights_digest(self) -> str:
         """sha256 over the pretrained weights: the model's identity in the feature cache."""
+        from .features import weights_digest
+
         return weights_digest(self.model)
 
     def features(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Frozen penultimate features float32 [n, D] and labels int64 [n] of a split, computed once."""
         if split not in self._features:
+            from .features import cached_features
+
             samples = self.samples(split)
             if self.cache_features:
                 key = (self.weights_digest, self.backbone.spec(), self.target.fingerprint, self.resolution,
@@ -123,11 +132,15 @@ class TransferContext:
 
     def extract(self, samples: np.ndarray, split: str | None = None) -> np.ndarray:
         """Features of the given samples, computed now (no cache); progress shows when the split is named."""
+        from .features import extract_features
+
         what = f"features of {source_label(self.target)} {split}" if split else None
         return extract_features(self.backbone, self.model, self.image_cache, samples, self.device, self.batch_size, what)
 
     def fresh_model(self, num_classes: int) -> torch.nn.Module:
         """A copy of the pretrained model with a new `num_classes`-way head, on the device, in train mode."""
+        from .devices import prepare
+
         return prepare(self.backbone.reset_head(copy.deepcopy(self.model), num_classes), self.device).train()
 
 

@@ -1,37 +1,44 @@
 """Views of a ClassTree: a rich tree for the terminal and an icicle chart PNG."""
 
+from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-from matplotlib.patches import Rectangle
 from rich.markup import escape
 from rich.tree import Tree
 
 from .class_tree import ClassTree
 
 
-def label(tree: ClassTree, node: int) -> str:
-    """`name  (id, N classes)`, or just the name and id for a class."""
-    size = int(tree.subtree_sizes[node])
-    detail = f"{tree.nodes[node]}" + ("" if node in tree.leaf_set else f", {size} class{'es' if size != 1 else ''}")
+def label(tree: ClassTree, node: int, images: dict[int, int]) -> str:
+    """`name  (id, N classes)`, or for a class the name, id and its number of images if known (`images` by node)."""
+    if node in tree.leaf_set:
+        count = images.get(node)
+        detail = tree.nodes[node] + ("" if count is None else f", {count} image{'s' if count != 1 else ''}")
+    else:
+        size = int(tree.subtree_sizes[node])
+        detail = f"{tree.nodes[node]}, {size} class{'es' if size != 1 else ''}"
     return f"{escape(tree.names[node])} [dim]({escape(detail)})[/]"
 
 
-def rich_tree(tree: ClassTree, depth: int | None = None) -> Tree:
-    """The tree down to `depth` (all levels if None), children largest first."""
-    root = Tree(label(tree, 0))
+def rich_tree(tree: ClassTree, depth: int | None = None, class_counts: Sequence[int] | None = None) -> Tree:
+    """The tree down to `depth` (all levels if None), children largest first; classes show `class_counts[c]` images if given."""
+    images = {} if class_counts is None else {int(node): int(n) for node, n in zip(tree.class_nodes, class_counts)}
+    root = Tree(label(tree, 0, images))
     stack = [(0, root)]
     while stack:
         node, branch = stack.pop()
         if depth is not None and tree.depths[node] >= depth:
             continue
         for child in sorted(tree.children[node], key=lambda c: (-tree.subtree_sizes[c], tree.names[c])):
-            stack.append((child, branch.add(label(tree, child))))
+            stack.append((child, branch.add(label(tree, child, images))))
     return root
 
 
 def icicle_png(tree: ClassTree, out: str | Path, depth: int | None = None, title: str = "") -> Path:
     """An icicle chart: one row per depth, each node as wide as its number of classes and coloured by position; labels where they fit."""
+    import matplotlib.pyplot as plt  # here, not at the top: `transferlab tree` without --out starts without matplotlib
+    from matplotlib.patches import Rectangle
+
     depth = tree.height if depth is None else min(depth, tree.height)
     left = node_offsets(tree)
     total = int(tree.subtree_sizes[0])

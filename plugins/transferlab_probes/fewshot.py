@@ -1,16 +1,20 @@
 """Few-shot episodes: n-way k-shot nearest-prototype classification on frozen features of the test split."""
 
+from __future__ import annotations
+
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from transferlab import DataError, SpecError
 from transferlab.sources import Source
 from transferlab.specs import excerpt
 from transferlab.tasks import Task, TransferContext
+
+if TYPE_CHECKING:  # imported when episodes run, so that registering the probes does not load torch
+    import torch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +44,8 @@ class FewShot(Task):
 
     def run(self, ctx: TransferContext) -> dict[str, float]:
         """test_acc (mean over episodes, percent) and test_ci95 (1.96 · std / √episodes)."""
+        import torch
+
         x, y = ctx.features("test")
         accuracy = episode_accuracies(torch.as_tensor(x, device=ctx.device), np.asarray(y), self.ways, self.shots,
                                       self.queries, self.episodes, ctx.seed)
@@ -49,6 +55,9 @@ class FewShot(Task):
 def episode_accuracies(features: torch.Tensor, labels: np.ndarray, ways: int, shots: int, queries: int, episodes: int,
                        seed: int) -> np.ndarray:
     """Accuracy (percent) of each episode; classes and images drawn without replacement from a generator seeded by `seed`."""
+    import torch
+    import torch.nn.functional as F
+
     members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     members = [m for m in members if len(m) >= shots + queries]
     if len(members) < ways:

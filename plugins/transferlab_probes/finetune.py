@@ -1,22 +1,23 @@
 """Full fine-tuning: the whole pretrained network with a new head, SGD (nesterov) with linear warmup and a cosine schedule."""
 
+from __future__ import annotations
+
 import dataclasses
 import math
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from transferlab import SpecError, progress
-from transferlab.devices import autocast, seeded
 from transferlab.errors import DivergedError
-from transferlab.loader import augment, batches, epoch_generator, fits_on_device, normalize, to_device
 from transferlab.tasks import Task, TransferContext
-from transferlab.training import decay_groups, scheduled_rate
 from transferlab.training_spec import MAX_LR, MAX_WEIGHT_DECAY
 
 from .scores import mean_class_accuracy, top1
+
+if TYPE_CHECKING:  # torch and the training loop load when fine-tuning runs, so that registering the probes does not load torch
+    import torch
 
 RESIDENT_SHARE = 0.25  # the target's training images live on the device when they fit in this share of its memory
 
@@ -45,11 +46,20 @@ class Finetune(Task):
 
     def run(self, ctx: TransferContext) -> dict[str, float]:
         """test_top1, test_mean_class_acc, val_top1 (after the last epoch; nothing is chosen on val) and train_loss (last epoch)."""
+        from transferlab.devices import seeded
+
         with seeded(ctx.seed, "finetune", ctx.device):
             return self.finetune(ctx)
 
     def finetune(self, ctx: TransferContext) -> dict[str, float]:
         """`run`'s work, with torch's random state seeded."""
+        import torch
+        import torch.nn.functional as F
+
+        from transferlab.devices import autocast
+        from transferlab.loader import augment, batches, epoch_generator, fits_on_device, to_device
+        from transferlab.training import decay_groups, scheduled_rate
+
         model = ctx.fresh_model(ctx.num_classes)
         samples, labels = ctx.samples("train"), ctx.labels("train")
         images = ctx.image_cache
@@ -90,6 +100,11 @@ class Finetune(Task):
 
 def predict(model: torch.nn.Module, ctx: TransferContext, split: str) -> torch.Tensor:
     """Predicted classes of a split's images (no augmentation), in eval mode."""
+    import torch
+
+    from transferlab.devices import autocast
+    from transferlab.loader import batches, normalize
+
     model.eval()
     samples = ctx.samples(split)
     predicted = []

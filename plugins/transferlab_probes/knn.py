@@ -1,15 +1,18 @@
 """k-nearest-neighbour probe (VISSL / DINO style): cosine similarity, votes weighted by exp(similarity / temperature)."""
 
-import dataclasses
+from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+import dataclasses
+from typing import TYPE_CHECKING
 
 from transferlab import SpecError
 from transferlab.tasks import Task, TransferContext
 
 from .linear import to_device
 from .scores import mean_class_accuracy, top1
+
+if TYPE_CHECKING:  # imported when the probe runs, so that registering the probes does not load torch
+    import torch
 
 QUERY_CHUNK = 1024  # queries scored at once: bounds the [queries, bank] similarity matrix
 
@@ -29,6 +32,8 @@ class KNN(Task):
 
     def run(self, ctx: TransferContext) -> dict[str, float]:
         """val_top1 with train as the bank; test_top1 and test_mean_class_acc with train+val as the bank."""
+        import torch
+
         (x_train, y_train), (x_val, y_val), (x_test, y_test) = (to_device(*ctx.features(s), ctx.device) for s in ("train", "val", "test"))
         val = knn_predict(x_train, y_train, x_val, ctx.num_classes, self.k, self.temperature)
         test = knn_predict(torch.cat([x_train, x_val]), torch.cat([y_train, y_val]), x_test, ctx.num_classes, self.k, self.temperature)
@@ -38,6 +43,9 @@ class KNN(Task):
 def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, num_classes: int, k: int,
                 temperature: float) -> torch.Tensor:
     """Class of each query: the k most cosine-similar bank rows each vote exp(similarity / temperature) for their class."""
+    import torch
+    import torch.nn.functional as F
+
     bank, queries = F.normalize(bank, dim=1), F.normalize(queries, dim=1)
     k = min(k, len(bank))
     predicted = []

@@ -9,19 +9,23 @@ feature is first centred and scaled with the mean and std of the data being fitt
 so that one grid of strengths suits every backbone and L-BFGS converges in fewer steps; `standardize=False` fits raw features.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import warnings
 from collections.abc import Iterator
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
-import torch
 
 from transferlab import SpecError
 from transferlab.tasks import Task, TransferContext
 
 from .scores import mean_class_accuracy, top1
+
+if TYPE_CHECKING:  # imported when the probe runs, so that registering the probes does not load torch
+    import torch
 
 # Kornblith et al. search 45 values in 1e-6..1e5 (4 a decade); 2 a decade over the same range halves the fits, and every
 # strength of their grid lies within a quarter decade of one of ours.
@@ -50,16 +54,21 @@ class Linear(Task):
 
     def run(self, ctx: TransferContext) -> dict[str, float]:
         """test_top1, test_mean_class_acc, val_top1 (at the chosen strength), l2 (the chosen strength), lbfgs_unconverged."""
+        import torch
+
         splits = [to_device(*ctx.features(split), ctx.device) for split in ("train", "val", "test")]
         return linear_probe(*splits, ctx.num_classes, self.l2_grid, self.max_iter, self.standardize, getattr(torch, self.dtype))
 
 
 def linear_probe(train, val, test, num_classes: int, l2_grid, max_iter: int = 1000, standardize: bool = True,
-                 dtype: torch.dtype = torch.float64) -> dict[str, float]:
+                 dtype: torch.dtype | None = None) -> dict[str, float]:
     """Kornblith protocol on (features, labels) tensor pairs: pick l2 on val along the path, refit on train+val, score test once.
 
-    Features are fitted in `dtype` (float64 by default). `lbfgs_unconverged` counts the fits (the grid's and the refit) that stopped before
+    Features are fitted in `dtype` (None: float64). `lbfgs_unconverged` counts the fits (the grid's and the refit) that stopped before
     every gradient entry fell below TOLERANCE, usually because `max_iter` ran out; each such fit also raises a warning."""
+    import torch
+
+    dtype = dtype or torch.float64
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = train, val, test
     x_train, x_val, x_test = (x.to(dtype) for x in (x_train, x_val, x_test))
     scale = Standardizer(x_train, standardize)
@@ -88,7 +97,7 @@ class Fit(NamedTuple):
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, *,
-                 init: tuple[torch.Tensor, torch.Tensor] | None = None, max_iter: int = 1000, dtype: torch.dtype = torch.float64) -> Fit:
+                 init: tuple[torch.Tensor, torch.Tensor] | None = None, max_iter: int = 1000, dtype: torch.dtype | None = None) -> Fit:
     """(W [K, D], b [K]) in `dtype` minimising mean cross-entropy + l2/2·‖W‖² by full-batch L-BFGS (strong Wolfe) on x's device.
 
     Objective and gradient are computed in `dtype` (x is cast once; float64 matches scikit-learn's precision). L-BFGS runs on diagonally preconditioned variables
@@ -96,8 +105,10 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, 
     very different scales do not stall it. It stops when every entry of the gradient of W and b is at most TOLERANCE
     (scikit-learn's `tol`, scipy's `pgtol`; checked on the scaled gradient with the strictest scale), when the dtype can
     resolve no further progress (FTOL_EPS), or after `max_iter` iterations; ending above TOLERANCE warns. A cold start begins
-    at W = 0 with the bias that is optimal there (log class frequencies)."""
-    x = x.to(dtype)
+    at W = 0 with the bias that is optimal there (log class frequencies); `dtype` None is float64."""
+    import torch
+
+    x = x.to(dtype or torch.float64)
     n, d = x.shape
     if init is None:  # absent classes: as if half a sample
         w, b = x.new_zeros(num_classes, d), torch.bincount(y, minlength=num_classes).to(x).clamp_min(0.5).div(n).log()
@@ -144,6 +155,8 @@ def subnormals_flushed(device: torch.device) -> Iterator[None]:
     At weak regularisation the weights grow until many probabilities fall below 1e-38; x86 computes with such subnormal
     numbers several times slower (a 4× slower fit measured at l2 = 1e-6). Flushing them changes no gradient by more than 1e-38.
     """
+    import torch
+
     flushing = device.type == "cpu" and torch.set_flush_denormal(True)
     try:
         yield
@@ -154,6 +167,8 @@ def subnormals_flushed(device: torch.device) -> Iterator[None]:
 
 def predict(x: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Predicted class of every row."""
+    import torch
+
     w, b = weights
     return torch.addmm(b, x.to(w.dtype), w.T).argmax(dim=1)
 
@@ -162,6 +177,8 @@ class Standardizer:
     """Zero mean, unit variance per feature, with the statistics of the data it was built on (constant features: scale 1)."""
 
     def __init__(self, x: torch.Tensor, enabled: bool = True):
+        import torch
+
         self.mean = x.mean(dim=0) if enabled else x.new_zeros(x.shape[1])
         std = x.std(dim=0, correction=0) if enabled else x.new_ones(x.shape[1])
         self.std = torch.where(std > 1e-6 * std.max().clamp_min(1e-30), std, torch.ones_like(std))
@@ -172,4 +189,6 @@ class Standardizer:
 
 def to_device(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Features as float32 and labels as int64 tensors on `device`."""
+    import torch
+
     return torch.as_tensor(x, dtype=torch.float32, device=device), torch.as_tensor(y, dtype=torch.int64, device=device)

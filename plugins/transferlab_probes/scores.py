@@ -1,6 +1,11 @@
 """Accuracy in percent: top-1 and mean per-class accuracy (the mean of per-class recalls)."""
 
-import torch
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when scoring, so that registering the probes does not load torch
+    import torch
 
 
 def top1(predicted: torch.Tensor, labels: torch.Tensor) -> float:
@@ -10,6 +15,8 @@ def top1(predicted: torch.Tensor, labels: torch.Tensor) -> float:
 
 def mean_class_accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
     """Per-class accuracy averaged over the classes present in `labels`, in percent."""
+    import torch
+
     classes = int(labels.max()) + 1
     total = torch.bincount(labels, minlength=classes).double()
     correct = torch.bincount(labels[predicted == labels], minlength=classes).double()

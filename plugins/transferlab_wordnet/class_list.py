@@ -1,8 +1,8 @@
 """Class lists without images (ImageNet-1k, -21k, ... from timm's bundled files): one pseudo-sample per class."""
 
 import dataclasses
+import importlib.util
 from collections import Counter
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ CLASS_LISTS = {
 def read_wnids(name: str) -> list[str]:
     """The wnids of a named class list, or of a text file whose lines start with a wnid."""
     try:
-        path = files("timm") / "data" / "_info" / CLASS_LISTS[name] if name in CLASS_LISTS else Path(name).expanduser()
+        path = timm_info(CLASS_LISTS[name]) if name in CLASS_LISTS else Path(name).expanduser()
         text = path.read_text()
     except (OSError, ValueError, RuntimeError) as exc:  # ValueError: not UTF-8 text, or a NUL in the path; RuntimeError: ~user unknown
         raise DataError(f"class list {excerpt(name)} cannot be read: {exc}") from None
@@ -39,11 +39,20 @@ def read_wnids(name: str) -> list[str]:
     return wnids
 
 
+def timm_info(file: str) -> Path:
+    """A table bundled in timm/data/_info, found without importing timm (which imports torch: seconds at start-up)."""
+    timm = importlib.util.find_spec("timm")
+    if timm is None:
+        raise DataError(f"class lists come from timm's bundled tables ({file}), but timm is not installed")
+    return Path(timm.submodule_search_locations[0]) / "data" / "_info" / file
+
+
 @dataclasses.dataclass(frozen=True)
 class ClassList(Source):
     """The classes of a wnid-labelled dataset without its images (for class policies and trees): one sample per class."""
 
     name = "class_list"
+    has_images = False
     dataset: str  # a name in CLASS_LISTS, or a .txt file of wnids (the field cannot be called `name`: that is the component's)
 
     def validate(self):

@@ -6,7 +6,9 @@ its heaviest child parts as groups of their own (Kundu & Misra's greedy, which m
 The smallest W that gives at most K parts is used; while there are fewer than K, the heaviest part is cut in two at the
 edge that halves it best. So the largest class is as small as any K-way cut of the tree allows: merges stay balanced,
 and the count always lands on K. A merged class takes the id and name of the lowest tree node holding all its members
-(parts are disjoint pieces of the tree, so no two share it); a class left alone keeps its own.
+(parts are disjoint pieces of the tree, so no two share it); a class left alone keeps its own. A class merged at the
+root of a tree built from paths or a flat list takes the root's name as its id too (e.g. `synthetic`), not the
+placeholder id '/', unless another node already has that id.
 """
 
 import dataclasses
@@ -15,7 +17,7 @@ import heapq
 import numpy as np
 
 from transferlab import Policy, PolicyError, Seeds, SpecError, Subset
-from transferlab.class_tree import ClassTree
+from transferlab.class_tree import ROOT, ClassTree
 from transferlab_subsets.class_policies import class_anchors, nodes_bottom_up
 
 
@@ -89,6 +91,13 @@ def coarsen_groups(subset: Subset, tree: ClassTree, k: int) -> tuple[list[list[i
     return groups, [lowest_common_node(tree, anchors[g].tolist()) for g in groups]
 
 
+def merged_id(tree: ClassTree, node: int) -> str:
+    """The id of a class merged at `node`: the node's id, or for the placeholder root id ROOT the root's name if no node has it."""
+    if tree.nodes[node] == ROOT and tree.names[node] not in tree.nodes:
+        return tree.names[node]
+    return tree.nodes[node]
+
+
 def lowest_common_node(tree: ClassTree, nodes: list[int]) -> int:
     """The deepest node that is an ancestor-or-self of every given node."""
     common = [nodes[0], *tree.ancestors(nodes[0])]
@@ -117,6 +126,6 @@ class Coarsen(Policy):
         new_of_current = np.empty(subset.num_classes, dtype=np.int32)
         for i, group in enumerate(groups):
             new_of_current[group] = i
-        ids = [subset.classes[g[0]] if len(g) == 1 else tree.nodes[n] for g, n in zip(groups, nodes)]
+        ids = [subset.classes[g[0]] if len(g) == 1 else merged_id(tree, n) for g, n in zip(groups, nodes)]
         names = [subset.class_names[g[0]] if len(g) == 1 else tree.names[n] for g, n in zip(groups, nodes)]
         return subset.relabel(new_of_current, ids, names)
