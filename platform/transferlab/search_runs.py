@@ -444,7 +444,7 @@ def run_trial(plan: SearchPlan, trial, allocation: Allocation, run_id: str, expe
         trial.set_user_attr(name, values[name])
     trial.set_user_attr("pretrain_run", pretrain_id)
     trial.set_user_attr("reused", reused)
-    pretrain_val = pretrain.data.metrics.get("pretrain.val_top1")
+    pretrain_val = tracking.run_metrics(pretrain).get("pretrain.val_top1")
     tracking.log_metrics(run_id, metrics | {f"search.{k}": v for k, v in values.items()}
                          | ({"pretrain.val_top1": pretrain_val} if pretrain_val is not None else {}))
     return values
