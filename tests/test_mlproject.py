@@ -106,7 +106,7 @@ def test_mlflow_run_main_and_pretrain_entry_points_from_a_fresh_clone(tmp_path, 
     _, output = mlflow_run(clone, tmp_path, env, "-e", "pretrain", "-P", "policy=images_per_class(n=20)")
     [entry] = client.search_runs(["0"], "tags.`mlflow.project.entryPoint` = 'pretrain'")
     subset = client.get_run(entry.data.tags[tracking.PRETRAIN_RUN])
-    assert f"pretraining run {subset.info.run_id}" in output and entry.info.run_name.startswith("pretrain · images_per_class(n=20) · ")
+    assert f"pretraining run {subset.info.run_id}" in output and entry.info.run_name.startswith("pretrain · images_per_class(n=20, ")
     assert subset.info.status == "FINISHED" and subset.data.params["policy.0.n"] == "20"
     assert subset.data.tags["mlflow.parentRunId"] == entry.info.run_id
     assert int(subset.data.params["manifest.num_samples"]) == 20 * int(subset.data.params["manifest.num_classes"])
