@@ -81,7 +81,7 @@ def test_racing_workers_on_separate_hosts_train_a_key_once(store, server, tmp_pa
     assert len(finished) == 1, [(r.info.run_id, r.info.status) for r in found]
     winner = finished[0].info.run_id
     assert all(winner in out for out, _ in outputs)  # every worker reports the one finished run
-    trained = [r for r in found if "pretrain.train_loss" in r.data.metrics]
+    trained = [r for r in found if "pretrain.train_loss" in tracking.run_metrics(r)]
     assert [r.info.run_id for r in trained] == [winner]  # exactly one training
     for loser in (r for r in found if r.info.run_id != winner):
         assert loser.info.status == "KILLED" and loser.data.tags[runs.SUPERSEDED_BY] == winner

@@ -70,7 +70,7 @@ def mlflow_run(clone: Path, cwd: Path, env: dict, *args: str) -> float:
     result = subprocess.run([str(Path(sys.executable).with_name("mlflow")), "run", str(clone), "--env-manager", "local", *args],
                             cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-5000:])
-    return time.monotonic() - start
+    return time.monotonic() - start, result.stdout + result.stderr
 
 
 def test_mlflow_run_main_and_pretrain_entry_points_from_a_fresh_clone(tmp_path, monkeypatch):
@@ -80,25 +80,37 @@ def test_mlflow_run_main_and_pretrain_entry_points_from_a_fresh_clone(tmp_path, 
     env |= {"MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
 
-    seconds = mlflow_run(clone, tmp_path, env)
+    seconds, _ = mlflow_run(clone, tmp_path, env)
     sharing = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # other test workers share the cores
     assert seconds <= MAIN_BUDGET_S * sharing, f"the default main job took {seconds:.0f} s"
     client = MlflowClient()
-    [project] = client.search_runs(["0"], "tags.`mlflow.project.entryPoint` = 'main'")
+    [project] = client.search_runs(["0"], "tags.`mlflow.project.entryPoint` = 'main'")  # no --experiment-name: MLflow's Default
     assert project.info.status == "FINISHED" and project.data.tags[tracking.KIND] == "main"
+    assert project.info.run_name.startswith("main · all · synthetic · timm(") and "resnet10t" in project.info.run_name  # not MLflow's random name
     assert client.get_experiment("0").tags["mlflow.experimentKind"] == "custom_model_development"
     pretrain = client.get_run(project.data.tags[tracking.PRETRAIN_RUN])
+    shared = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)  # where `transferlab run` looks, so both share runs
+    assert pretrain.info.experiment_id == shared.experiment_id and tracking.NOTE in shared.tags
     assert pretrain.data.tags["mlflow.parentRunId"] == project.info.run_id and pretrain.info.status == "FINISHED"
     assert pretrain.data.params["source"].startswith("synthetic(") and pretrain.data.params["policy"] == "all"
-    transfers = client.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{pretrain.info.run_id}'")
+    transfers = client.search_runs([shared.experiment_id], f"tags.`mlflow.parentRunId` = '{pretrain.info.run_id}'")
     assert sorted(r.data.params["task"].split("(")[0] for r in transfers) == ["knn", "linear"]
     for task in ("linear", "knn"):
-        assert 0 <= project.data.metrics[f"transfer.{task}.synthetic_heldout.test_top1"] <= 100
-    assert "pretrain.val_top1" in project.data.metrics
+        assert 0 <= tracking.run_metrics(project)[f"transfer.{task}.synthetic_heldout.test_top1"] <= 100
+    assert "pretrain.val_top1" in tracking.run_metrics(project)
 
-    mlflow_run(clone, tmp_path, env, "-e", "pretrain", "-P", "policy=images_per_class(n=20)")
+    again = subprocess.run([sys.executable, "-m", "transferlab", "run"], cwd=clone, env=env | {"PYTHONPATH": "platform:plugins"},
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and f"reusing finished pretraining run {pretrain.info.run_id}" in again.stderr, again.stderr[-3000:]
+
+    _, output = mlflow_run(clone, tmp_path, env, "-e", "pretrain", "-P", "policy=images_per_class(n=20)")
     [entry] = client.search_runs(["0"], "tags.`mlflow.project.entryPoint` = 'pretrain'")
     subset = client.get_run(entry.data.tags[tracking.PRETRAIN_RUN])
+    assert f"pretraining run {subset.info.run_id}" in output and entry.info.run_name.startswith("pretrain · images_per_class(n=20, ")
     assert subset.info.status == "FINISHED" and subset.data.params["policy.0.n"] == "20"
     assert subset.data.tags["mlflow.parentRunId"] == entry.info.run_id
     assert int(subset.data.params["manifest.num_samples"]) == 20 * int(subset.data.params["manifest.num_classes"])
+
+    _, output = mlflow_run(clone, tmp_path, env, "-e", "transfer", "-P", f"run_id={entry.info.run_id}", "-P", "tasks=knn")  # the asking run's id
+    assert f"pretraining run {subset.info.run_id}" in output
+    assert "transfer.knn.synthetic_heldout.test_top1" in tracking.run_metrics(client.get_run(subset.info.run_id))

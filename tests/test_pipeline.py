@@ -69,7 +69,7 @@ def test_pretraining_run_logs_params_epochs_manifest_model_and_key(shared):
     assert params["train.resolution"] == "16" and params["seed"] == "0"
     manifest = select(SOURCE, "all", 0)
     assert params["manifest.digest"] == manifest.digest and params["manifest.num_samples"] == "80"
-    history = MlflowClient().get_metric_history(shared, "pretrain.val_top1")
+    history = tracking.metric_history(shared, "pretrain.val_top1")
     assert [m.step for m in history] == sorted(m.step for m in history) and len(history) == 2
     assert [m.value for m in MlflowClient().get_metric_history(shared, "pretrain.epoch")] == [1.0, 2.0]
     [dataset_input] = run.inputs.dataset_inputs
@@ -108,8 +108,8 @@ def test_transfer_results_are_child_runs_of_the_pretraining_run(shared, monkeypa
     assert {r.data.tags[tracking.KIND] for r in children} == {"transfer"} and len(children) == 2
     assert all(r.data.tags[tracking.PRETRAIN_RUN] == shared and r.info.status == "FINISHED" for r in children)
     linear = next(r for r in children if r.data.params["task"].startswith("linear"))
-    assert linear.data.metrics[LINEAR_TOP1] == metrics[LINEAR_TOP1]
-    assert MlflowClient().get_run(shared).data.metrics[KNN_TOP1] == metrics[KNN_TOP1]
+    assert tracking.run_metrics(linear)[LINEAR_TOP1] == metrics[LINEAR_TOP1]
+    assert tracking.run_metrics(MlflowClient().get_run(shared))[KNN_TOP1] == metrics[KNN_TOP1]
 
     monkeypatch.setattr(pipeline.TransferContext, "features", lambda *a: pytest.fail("measured again"))
     assert pipeline.transfer_run(shared, TARGET, "knn | linear") == metrics
@@ -119,7 +119,7 @@ def test_transfer_results_are_child_runs_of_the_pretraining_run(shared, monkeypa
 def test_transfer_refuses_a_run_that_is_not_a_finished_pretraining_run(store):
     experiment = tracking.experiment_id("x")
     run_id = tracking.create_run(experiment, "other", {tracking.KIND: "main"})
-    with pytest.raises(tracking.TransferlabError, match="not a finished pretraining run"):
+    with pytest.raises(tracking.TransferlabError, match=f"run {run_id} is a main run, not a pretraining run, and names none"):
         pipeline.transfer_run(run_id, TARGET, "knn")
     with pytest.raises(tracking.TransferlabError, match="no MLflow run"):
         pipeline.transfer_run("0" * 32, TARGET, "knn")
@@ -154,7 +154,7 @@ def test_inside_mlflow_run_the_project_run_is_the_parent_and_stays_open(store, m
     pretrain, parent = MlflowClient().get_run(run_id), MlflowClient().get_run(project)
     assert pretrain.data.tags["mlflow.parentRunId"] == project and pretrain.info.experiment_id == experiment
     assert parent.info.status == "RUNNING"  # `mlflow run` ends its own run
-    assert parent.data.tags[tracking.PRETRAIN_RUN] == run_id and "pretrain.val_top1" in parent.data.metrics
+    assert parent.data.tags[tracking.PRETRAIN_RUN] == run_id and "pretrain.val_top1" in tracking.run_metrics(parent)
 
 
 def test_cli_run_nests_pretraining_under_main_and_reuses_it_next_time(store):
@@ -171,7 +171,7 @@ def test_cli_run_nests_pretraining_under_main_and_reuses_it_next_time(store):
     assert pretrain.data.tags["mlflow.parentRunId"] == main.info.run_id and main.data.tags[tracking.PRETRAIN_RUN] == pretrain.info.run_id
     assert transfer.data.tags["mlflow.parentRunId"] == pretrain.info.run_id
     assert main.data.params["tasks"] == "knn" and main.data.params["source"] == SOURCE
-    assert {"pretrain.val_top1", KNN_TOP1} <= set(main.data.metrics)
+    assert {"pretrain.val_top1", KNN_TOP1} <= set(tracking.run_metrics(main))
     assert [d.dataset.digest for d in main.inputs.dataset_inputs] == [d.dataset.digest for d in pretrain.inputs.dataset_inputs]
 
     again = CliRunner().invoke(cli, args, catch_exceptions=False)
@@ -240,7 +240,7 @@ def test_tasks_with_other_parameters_and_targets_sharing_a_label_get_their_own_m
     assert all(METRIC_NAME.match(name) for name in metrics) and label != TARGET_LABEL
     children = children_on(shared, other)
     assert sorted(r.info.run_name for r in children) == [f"knn on {label}", f"knn_k1 on {label}"]
-    on_pretraining = MlflowClient().get_run(shared).data.metrics
+    on_pretraining = tracking.run_metrics(MlflowClient().get_run(shared))
     assert all(on_pretraining[name] == value for name, value in metrics.items())  # nothing overwrote anything
     with pytest.raises(tracking.TransferlabError, match="twice"):
         pipeline.transfer_run(shared, other, "knn | knn")
@@ -295,7 +295,7 @@ def test_targets_moved_or_sharing_a_folder_name_keep_their_own_metrics(shared, t
     again = pipeline.transfer_run(shared, f"image_folder(root='{other}', test_fraction=0.25)", "knn")
     label = {k.split(".")[2] for k in again}
     assert len(label) == 1 and label.pop().startswith("image_folder_birds_test_fraction0_25_")  # a digest tells them apart
-    recorded = MlflowClient().get_run(shared).data.metrics
+    recorded = tracking.run_metrics(MlflowClient().get_run(shared))
     assert all(recorded[k] == v for k, v in (first | again).items())  # neither overwrote the other on the pretraining run
     assert pipeline.transfer_run(shared, f"image_folder(root='{birds}', test_fraction=0.25)", "knn") == first  # reused as named
 
@@ -525,3 +525,87 @@ def test_when_a_task_fails_the_others_still_run_and_their_results_are_printed_an
     assert kept in MlflowClient().get_run(shared).data.metrics
     statuses = {r.data.params["task"]: r.info.status for r in children_on(shared, TARGET) if r.data.params["task"].startswith("knn(k=")}
     assert statuses["knn(k=7, temperature=0.07)"] == "FAILED" and statuses["knn(k=3, temperature=0.07)"] == "FINISHED"
+
+
+# ---- what the MLflow UI shows ------------------------------------------------------------------------------------
+
+def test_metrics_are_stored_in_chart_sections_and_read_back_by_their_dotted_names(shared):
+    pipeline.transfer_run(shared, TARGET, "linear | knn")
+    stored = set(MlflowClient().get_run(shared).data.metrics)
+    # MLflow groups charts by the text before '/': one section per task on a target, one for pretraining; diagnostics
+    # keep dotted names and gather after them (MLflow's 'Model metrics').
+    assert {"pretrain/val_top1", "pretrain/train_loss", f"transfer.knn.{TARGET_LABEL}/test_top1", f"transfer.linear.{TARGET_LABEL}/val_top1",
+            "pretrain.images_per_s", "pretrain.lr", f"transfer.linear.{TARGET_LABEL}.l2", f"transfer.linear.{TARGET_LABEL}.lbfgs_unconverged"} <= stored
+    assert not {"pretrain.val_top1", KNN_TOP1} & stored
+    assert {KNN_TOP1, LINEAR_TOP1, "pretrain.val_top1"} <= set(tracking.run_metrics(MlflowClient().get_run(shared)))
+    names = ["pretrain.val_top1", KNN_TOP1, "pretrain.epoch", "search.score", "best.1.test_score"]
+    assert [metric_names.canonical(metric_names.stored(n)) for n in names] == names
+    assert metric_names.canonical("system/cpu_utilization_percentage") == "system/cpu_utilization_percentage"
+
+
+def test_records_made_before_sections_are_still_read_and_reused(store, monkeypatch):
+    experiment = tracking.experiment_id("old")
+    run_id = tracking.create_run(experiment, "old record", {tracking.KIND: "pretrain"})
+    MlflowClient().log_metric(run_id, "pretrain.val_top1", 42.0, step=3)  # as transferlab logged it before
+    assert pipeline.pretrain_metrics(run_id) == {"pretrain.val_top1": 42.0}
+    assert [m.step for m in tracking.metric_history(run_id, "pretrain.val_top1")] == [3]
+
+
+def test_each_pretraining_run_carries_its_learning_curve_and_the_subsets_contact_sheet(shared, tmp_path):
+    from transferlab.run_figures import CONTACT_SHEET, LEARNING_CURVE
+
+    files = {f.path for f in MlflowClient().list_artifacts(shared, "figures")}
+    assert files == {LEARNING_CURVE, CONTACT_SHEET}
+    curve = Image.open(mlflow.artifacts.download_artifacts(run_id=shared, artifact_path=LEARNING_CURVE, dst_path=str(tmp_path)))
+    sheet = Image.open(mlflow.artifacts.download_artifacts(run_id=shared, artifact_path=CONTACT_SHEET, dst_path=str(tmp_path)))
+    assert curve.format == sheet.format == "PNG" and curve.size == (640, 360)
+    assert sheet.width >= 2 * 64 and np.asarray(sheet.convert("L")).std() > 10  # 4 classes of 64-px tiles, not a blank page
+
+
+def test_experiments_have_a_description_and_keep_their_own(store):
+    experiment = MlflowClient().get_experiment(tracking.experiment_id("described"))
+    assert "pretraining run" in experiment.tags[tracking.NOTE] and experiment.tags[tracking.NOTE] == tracking.EXPERIMENT_NOTE
+    MlflowClient().set_experiment_tag(experiment.experiment_id, tracking.NOTE, "mine")
+    tracking.experiment_id("described")
+    assert MlflowClient().get_experiment(experiment.experiment_id).tags[tracking.NOTE] == "mine"
+
+
+def project_run(monkeypatch, experiment: str, name: str | None = None) -> str:
+    """A run as `mlflow run` makes it (an entry point tag, MLflow's random name unless named), as the asking run."""
+    run = MlflowClient().create_run(experiment, run_name=name, tags={"mlflow.project.entryPoint": "pretrain"})
+    monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
+    return run.info.run_id
+
+
+def test_mlflow_run_in_default_shares_finished_runs_with_transferlab_and_is_named_after_its_work(store, monkeypatch):
+    asking = project_run(monkeypatch, tracking.MLFLOW_DEFAULT_EXPERIMENT)
+    assert tracking.generated_name(MlflowClient().get_run(asking).info.run_name)
+    run_id = pipeline.pretrain_run(**TINY)
+    pretrain, project = MlflowClient().get_run(run_id), MlflowClient().get_run(asking)
+    assert pretrain.info.experiment_id == tracking.experiment_id(tracking.DEFAULT_EXPERIMENT) != "0"  # 'transferlab', where `transferlab pretrain` looks
+    assert project.info.run_name == f"pretrain · {pipeline.PretrainSpec.parse(**TINY).run_name()}" and " · synthetic · timm(" in project.info.run_name
+    assert project.data.tags[tracking.PRETRAIN_RUN] == run_id and pretrain.data.tags["mlflow.parentRunId"] == asking
+    assert "transferlab" in MlflowClient().get_experiment("0").tags[tracking.NOTE]
+
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(name, raising=False)  # MLflow unsets MLFLOW_RUN_ID when a run ends
+    monkeypatch.setattr(pipeline, "pretrain", lambda *a, **k: pytest.fail("retrained"))
+    assert pipeline.pretrain_run(**TINY) == run_id  # `transferlab pretrain` with the same specs
+    named = project_run(monkeypatch, tracking.MLFLOW_DEFAULT_EXPERIMENT, name="my-run-name")  # mlflow run --run-name
+    assert pipeline.pretrain_run(**TINY) == run_id and MlflowClient().get_run(named).info.run_name == "my-run-name"
+
+
+def test_mlflow_run_with_a_named_experiment_keeps_everything_there(store, monkeypatch):
+    experiment = tracking.experiment_id("chosen")
+    asking = project_run(monkeypatch, experiment)
+    assert MlflowClient().get_run(pipeline.pretrain_run(**TINY)).info.experiment_id == experiment
+    assert MlflowClient().get_run(asking).info.run_name.startswith("pretrain · all · ")
+
+
+def test_transfer_accepts_the_id_of_the_run_that_asked_for_the_pretraining(shared):
+    asking = tracking.create_run(tracking.experiment_id("asking"), "the run of mlflow run -e pretrain", {tracking.PRETRAIN_RUN: shared})
+    result = CliRunner().invoke(cli, ["transfer", asking, "--target", TARGET, "--tasks", "knn"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"pretraining run {shared}" in result.output and KNN_TOP1 in result.output
+    assert len(children_on(shared, TARGET)) >= 1 and not runs_with(tracking.experiment_id("asking"), "mlflow.parentRunId", asking)

@@ -55,7 +55,7 @@ def test_a_study_nests_a_cell_run_per_cell_and_seed_and_a_rerun_trains_nothing(s
     for cell in cells:
         linked = pretraining[cell.data.tags[tracking.PRETRAIN_RUN]]
         assert linked.data.tags["mlflow.parentRunId"] == cell.info.run_id  # newly trained: nested under its cell
-        assert "pretrain.val_top1" in cell.data.metrics and any(k.startswith("transfer.knn.") for k in cell.data.metrics)
+        assert "pretrain.val_top1" in tracking.run_metrics(cell) and any(k.startswith("transfer.knn.") for k in tracking.run_metrics(cell))
         floor = cell.data.params["cell.role"] == "floor"
         assert (linked.data.params["train.steps"] == "0") == floor  # the random-init floor trains nothing
     names = {p.name for p in result.report}
@@ -105,7 +105,7 @@ def test_every_built_in_study_runs_end_to_end_on_a_tiny_source(store, tmp_path, 
     assert len(cells) == len(grid.jobs) and all(c.info.status == "FINISHED" for c in cells)
     assert {c.data.params["cell.role"] for c in cells} == {"floor", "full", "cell"}
     for cell, job in zip(cells, grid.jobs):
-        measured = {k.split(".")[2] for k in cell.data.metrics if k.startswith("transfer.")}
+        measured = {k.split(".")[2] for k in tracking.run_metrics(cell) if k.startswith("transfer.")}
         assert len(measured) == len(job.targets)  # every target the cell lists, each under its own label
     table = (tmp_path / f"{name}.md").read_text()
     assert all(f"| {job.cell.label} |" in table for job in grid.jobs)

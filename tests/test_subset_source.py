@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 
 from stores import pretrained_store
 from tiny_specs import SOURCE, TINY
-from transferlab import get_registry, make_manifest, metric_names, pipeline, policies, source
+from transferlab import get_registry, make_manifest, metric_names, pipeline, policies, source, tracking
 from transferlab.cli import cli
 from transferlab.data_index import split_code
 from transferlab.errors import SpecError
@@ -193,7 +193,7 @@ def test_a_transfer_run_measures_half_B(shared):
     run = MlflowClient().get_run(shared)
     child = MlflowClient().search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{shared}'")[0]
     assert child.data.params["target"] == source(TARGET_B).spec() and child.data.params["target.seed"] == "0"
-    assert run.data.metrics[prefix + "test_top1"] == metrics[prefix + "test_top1"]
+    assert tracking.run_metrics(run)[prefix + "test_top1"] == metrics[prefix + "test_top1"]
     assert pipeline.transfer_run(shared, TARGET_B, "knn") == metrics  # reused
 
 

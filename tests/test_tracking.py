@@ -130,7 +130,7 @@ def test_kill_9_mid_run_then_rerun_continues_the_same_run_to_the_end(store):
     assert final.info.status == "FINISHED" and tracking.MODEL_URI in final.data.tags
     history = MlflowClient().get_metric_history(run.info.run_id, "pretrain.epoch")
     assert sorted(m.value for m in history) == list(map(float, range(1, epochs + 1)))  # every epoch once: no gap, no duplicate
-    assert sorted(m.step for m in MlflowClient().get_metric_history(run.info.run_id, "pretrain.val_top1")) == sorted(m.step for m in history)
+    assert sorted(m.step for m in tracking.metric_history(run.info.run_id, "pretrain.val_top1")) == sorted(m.step for m in history)
     assert not list(checkpoints.glob("*.pt"))  # removed once the model is logged
 
 
@@ -139,11 +139,11 @@ def test_pretrain_and_transfer_against_a_tracking_server(store, server):
     metrics = pipeline.transfer_run(run_id, TARGET, "knn")
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith("mlflow-artifacts:")
-    assert run.data.params["train.epochs"] == "2" and len(MlflowClient().get_metric_history(run_id, "pretrain.val_top1")) == 2
+    assert run.data.params["train.epochs"] == "2" and len(tracking.metric_history(run_id, "pretrain.val_top1")) == 2
     assert {a.path for a in MlflowClient().list_artifacts(run_id, "manifest")} == {"manifest/manifest.json", "manifest/manifest.npz"}
     assert run.inputs.dataset_inputs[0].dataset.digest == run.data.params["manifest.digest"][:tracking.DATASET_DIGEST_CHARS]
     [child] = MlflowClient().search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
-    assert child.data.metrics[KNN_TOP1] == metrics[KNN_TOP1]
+    assert tracking.run_metrics(child)[KNN_TOP1] == metrics[KNN_TOP1]
     assert any((server / "artifacts").rglob("MLmodel"))  # the model went through the server's artifact proxy
     assert pipeline.pretrain_run(**TINY) == run_id
 

@@ -312,7 +312,7 @@ def test_a_diverged_pretraining_run_ends_failed_and_is_never_reused(store):
         runs = MlflowClient().search_runs([tracking.experiment_id()], f"tags.`{tracking.KIND}` = 'pretrain'")
         assert len(runs) == attempt and {r.info.status for r in runs} == {"FAILED"}
         assert all(r.data.tags[tracking.ERROR].startswith("DivergedError: training diverged") for r in runs)
-        assert "pretrain.train_loss" not in runs[0].data.metrics and not pipeline.checkpoint_path(runs[0].info.run_id).exists()
+        assert "pretrain.train_loss" not in pipeline.tracking.run_metrics(runs[0]) and not pipeline.checkpoint_path(runs[0].info.run_id).exists()
 
 
 def test_rates_no_float32_network_can_hold_and_absurd_weight_decay_are_refused():

@@ -307,6 +307,7 @@ def pretrain(source: str, policy: str, backbone: str, training: str, seed: int, 
 
     run_id = pretrain_run(source, policy, backbone, training, seed, experiment, wait=not no_wait)
     print_summary({"pretraining run": run_id}, pretrain_metrics(run_id))
+    console.print(f"measure it: transferlab transfer {run_id}  (or mlflow run . -e transfer -P run_id={run_id})", soft_wrap=True)
 
 
 @cli.command()
@@ -314,10 +315,12 @@ def pretrain(source: str, policy: str, backbone: str, training: str, seed: int, 
 @transfer_options
 @NO_WAIT
 def transfer(run_id: str, target: str, tasks: str, no_wait: bool):
-    """Measure how a finished pretraining run's features transfer to a target; results are child runs of RUN_ID."""
-    from .pipeline import transfer_run
+    """Measure how a finished pretraining run's features transfer to a target; results are child runs of it. RUN_ID is the
+    pretraining run's id or that of the run that asked for it (a main run, the run of `mlflow run -e pretrain`)."""
+    from .pipeline import pretraining_run_of, transfer_run
 
-    print_summary({"pretraining run": run_id}, transfer_run(run_id, target, tasks, wait=not no_wait))
+    metrics = transfer_run(run_id, target, tasks, wait=not no_wait)
+    print_summary({"pretraining run": pretraining_run_of(run_id)}, metrics)
 
 
 @cli.command()

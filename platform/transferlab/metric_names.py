@@ -53,3 +53,26 @@ def source_label(source: Source) -> str:
         base += "_" + Path(str(source.root)).expanduser().resolve().name
     named = tuple(k for k, v in source.params().items() if isinstance(v, str) and clean_label(v) and clean_label(v) in base.split("_"))
     return component_label(source, clean_label(base), skip=location + named + tuple(source.label_params))
+
+
+# MLflow's chart view groups charts into sections by the text before the first '/', custom sections in alphabetical order,
+# then 'Model metrics' (names without '/'), then 'System metrics'. transferlab's names (and every record made before this
+# rule) stay dotted everywhere in code, reports and studies; only the name MLflow stores changes, here and in `canonical`.
+SECTIONED = ("pretrain.", "transfer.")  # the results compared across runs; search bookkeeping keeps its names
+DIAGNOSTICS = ("images_per_s", "lr", "epoch", "l2", "unconverged")  # explain a run rather than rank it (name endings)
+
+
+def stored(name: str) -> str:
+    """The name MLflow stores for metric `name`: the last '.' of a pretraining or transfer result becomes '/', so its
+    section is the task on a target (`transfer.knn.synthetic_heldout/test_top1`) or `pretrain`; diagnostics stay dotted
+    and gather after the results, in MLflow's 'Model metrics' section."""
+    if "/" in name or not name.startswith(SECTIONED) or name.endswith(DIAGNOSTICS):
+        return name
+    head, tail = name.rsplit(".", 1)
+    return f"{head}/{tail}"
+
+
+def canonical(name: str) -> str:
+    """The name code and reports use for a stored metric name (the inverse of `stored`; a dotted name, as records made
+    before sections hold, is its own); MLflow's system metrics keep theirs."""
+    return name if name.startswith("system/") else name.replace("/", ".")

@@ -39,6 +39,7 @@ from .metric_names import component_label, source_label
 from .plugins import get_registry
 from .policies import Policy, chain_spec, make_manifest
 from .registry import build
+from .run_figures import log_figures
 from .sources import Source
 from .specs import excerpt, parse_one
 from .subset import seed_value
@@ -187,6 +188,7 @@ def run_pretraining(spec: PretrainSpec, manifest: Manifest, run_id: str, checkpo
                               "kept; move or delete the checkpoint and rerun to train afresh in a new run") from exc
     log.flush()
     tracking.log_model(model.cpu(), REQUIREMENTS)
+    log_figures(run_id, spec)
 
 
 def measure(pretrain_run: str, spec: TransferSpec, *, wait: bool = True) -> dict[str, float]:
@@ -195,8 +197,12 @@ def measure(pretrain_run: str, spec: TransferSpec, *, wait: bool = True) -> dict
     A task that fails ends its run FAILED and the others still run; then TasksFailed carries the results of those that
     did not fail (already recorded on the pretraining run)."""
     run = tracking.get_run(pretrain_run)
-    if run.data.tags.get(tracking.KIND) != "pretrain" or run.info.status != "FINISHED":
-        raise TransferlabError(f"run {pretrain_run} is not a finished pretraining run (kind {run.data.tags.get(tracking.KIND)!r}, status {run.info.status})")
+    if (kind := run.data.tags.get(tracking.KIND)) != "pretrain":
+        raise TransferlabError(f"run {pretrain_run} is {f'a {kind} run' if kind else 'not a transferlab run'}, not a pretraining run, and "
+                               f"names none ({tracking.PRETRAIN_RUN}): pass the id of a pretraining run or of a run that asked for one")
+    if run.info.status != "FINISHED":
+        raise TransferlabError(f"pretraining run {pretrain_run} is {run.info.status}, not FINISHED: rerun its pretraining (same specs) to "
+                               "finish it, then measure it")
     experiment, recipe = run.info.experiment_id, PretrainedRecipe.of(run)  # a run that lies fails here, before any child run
     context: list[TransferContext] = []  # made once, by the first task that runs here
     results, failed = {}, []
@@ -228,7 +234,7 @@ def measure_task(pretrain_run: str, spec: TransferSpec, task: Task, target: str,
     with runs.keyed_run(experiment, key, "transfer", name, parent=pretrain_run, tags=tags, wait=wait, what=f"transfer run ({name})",
                         recorded_if=lambda run: "task" in run.data.params) as child:
         if child.done:
-            return {k: v for k, v in tracking.get_run(child.run_id).data.metrics.items() if k.startswith(prefix)}
+            return {k: v for k, v in tracking.run_metrics(tracking.get_run(child.run_id)).items() if k.startswith(prefix)}
         if child.fresh:
             tracking.log_params(child.run_id, {"task": task.spec(), **task.flat_params("task"), "target": spec.target.spec(),
                                                **spec.target.flat_params("target"), "pretrain_run": pretrain_run})
@@ -295,17 +301,29 @@ def asked_by(parent: str | None) -> Iterator[None]:
 
 
 def experiment_of(parent: str | None, experiment: str | None) -> str:
-    """The experiment of the asking run (`mlflow run` chose it), else `experiment`, else the default one."""
+    """The experiment of the asking run (`mlflow run --experiment-name` chose it), else `experiment`, else the default one.
+    MLflow's 'Default' counts as none chosen (`mlflow run` falls back to it), so that `mlflow run .` and `transferlab run`
+    share finished runs: the work goes where `transferlab` would put it, and the asking run in 'Default' links to it."""
     if parent is None:
         return tracking.experiment_id(experiment)
     experiment_id = tracking.get_run(parent).info.experiment_id
+    if experiment_id == tracking.MLFLOW_DEFAULT_EXPERIMENT:
+        tracking.tag_experiment(tracking.client().get_experiment(experiment_id), tracking.DEFAULT_EXPERIMENT_NOTE)
+        return tracking.experiment_id(experiment or tracking.DEFAULT_EXPERIMENT)
     tracking.tag_experiment(tracking.client().get_experiment(experiment_id))
     return experiment_id
 
 
+def pretraining_run_of(run_id: str) -> str:
+    """`run_id`, or the pretraining run it names (transferlab.pretrain_run): the run of `mlflow run -e pretrain`, a main
+    run and a transfer run each stand for the network they asked for or measured."""
+    tags = tracking.get_run(run_id).data.tags
+    return tags[tracking.PRETRAIN_RUN] if tags.get(tracking.KIND) != "pretrain" and tags.get(tracking.PRETRAIN_RUN) else run_id
+
+
 def pretrain_metrics(run_id: str) -> dict[str, float]:
     """The key pretraining metrics of a run (last values): held-out val top-1, train loss, throughput."""
-    return {k: v for k, v in tracking.get_run(run_id).data.metrics.items() if k in SUMMARY_METRICS}
+    return {k: v for k, v in tracking.run_metrics(tracking.get_run(run_id)).items() if k in SUMMARY_METRICS}
 
 
 def link(parent: str, pretrain_run: str, metrics: dict[str, float]) -> None:
@@ -338,6 +356,7 @@ def pretrain_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["polic
     with asked_by(parent):
         manifest = spec.prepare()
         experiment_id = experiment_of(parent, experiment)
+        tracking.name_project_run(parent, f"pretrain · {spec.run_name()}")
         runs.end_dead_runs(experiment_id, parent)
         run_id = train(spec, manifest, experiment_id, parent, wait=wait)
         if parent:
@@ -347,12 +366,16 @@ def pretrain_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["polic
 
 def transfer_run(pretrain_run_id: str, target: str = DEFAULTS["target"], tasks: str = DEFAULTS["tasks"], *,
                  wait: bool = True) -> dict[str, float]:
-    """Measure a pretraining run's transfer: metrics `transfer.<task label>.<target label>.<metric>`."""
+    """Measure a pretraining run's transfer (`pretrain_run_id` may be the id of the run that asked for it: see
+    `pretraining_run_of`): metrics `transfer.<task label>.<target label>.<metric>`."""
     spec = TransferSpec.parse(target, tasks)
     tracking.check_store()
     spec.check()
     parent = tracking.project_run_id()
     with asked_by(parent):
+        pretrain_run_id = pretraining_run_of(pretrain_run_id)
+        tracking.name_project_run(parent, f"transfer · {' | '.join(component_label(t) for t in spec.tasks)} on {spec.target_label()} · "
+                                          f"{tracking.get_run(pretrain_run_id).info.run_name}")
         runs.end_dead_runs(tracking.get_run(pretrain_run_id).info.experiment_id, parent)
         with kept(parent, pretrain_run_id):
             metrics = measure(pretrain_run_id, spec, wait=wait)
@@ -390,6 +413,7 @@ def main_run(source: str = DEFAULTS["source"], policy: str = DEFAULTS["policy"],
                                      "target": target, "tasks": tasks})  # as `mlflow run` logs the MLproject parameters
     else:
         tracking.set_tags(parent, {tracking.KIND: "main"})
+        tracking.name_project_run(parent, f"main · {spec.run_name()}")
     with runs.owned_run(parent, end=made):  # this process answers for it now; `mlflow run` ends its own run
         runs.end_dead_runs(experiment_id, parent)
         pretrain_id = train(spec, manifest, experiment_id, parent, wait=wait)

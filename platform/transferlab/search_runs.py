@@ -446,7 +446,7 @@ def run_trial(plan: SearchPlan, trial, allocation: Allocation, run_id: str, expe
     metrics = val_scores(plan, pretrain_id)
     values = {"score": metrics[f"search.{plan.task.name}.val_top1"], "images_seen": float(images_seen(len(manifest.samples), spec.training)),
               "seconds": float(seconds)}
-    pretrain_val = pretrain.data.metrics.get("pretrain.val_top1")
+    pretrain_val = tracking.run_metrics(pretrain).get("pretrain.val_top1")
     tracking.log_metrics(run_id, metrics | {f"search.{k}": v for k, v in values.items()}
                          | ({"pretrain.val_top1": pretrain_val} if pretrain_val is not None else {}), tags={tracking.PRETRAIN_RUN: pretrain_id})
     # full_images_seen: what a trial sees unpruned, the measure of what pruning saves

@@ -195,7 +195,7 @@ def study_records(study_run: str) -> list[dict]:
         p = run.data.params
         value = float(p["cell.value"]) if p.get("cell.value") else None
         records.append({"label": p["cell.label"], "group": p.get("cell.group", ""), "role": p["cell.role"], "value": value,
-                        "seed": int(p["seed"]), "metrics": dict(run.data.metrics)})
+                        "seed": int(p["seed"]), "metrics": tracking.run_metrics(run)})
     return records
 
 

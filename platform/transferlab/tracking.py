@@ -5,6 +5,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import time
 import traceback
@@ -19,11 +20,13 @@ from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import register_dataset_source
 from mlflow.entities import LoggedModelStatus, Metric, Param, Run, RunTag
 from mlflow.tracking.context.registry import resolve_tags
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils import name_utils
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_POINT, MLFLOW_RUN_NAME
 from rich.console import Console
 
 from .errors import SpecError, TransferlabError
 from .manifest import Manifest
+from .metric_names import canonical, stored
 from .run_owners import heartbeats, owner_tags, stale_after
 
 KIND = "transferlab.kind"  # pretrain | transfer | main
@@ -35,6 +38,18 @@ WEIGHTS_PATH = "weights/model.safetensors"  # the artifact transferlab loads: te
 WEIGHTS_DIGEST = "transferlab.weights_sha256"  # set once the weights are uploaded whole
 MANIFEST_DIGEST = "transferlab.manifest_digest"
 DEFAULT_EXPERIMENT = "transferlab"
+MLFLOW_DEFAULT_EXPERIMENT = "0"  # MLflow's 'Default': where `mlflow run` puts its run when no experiment is named
+NOTE = "mlflow.note.content"  # an experiment's description in the UI
+EXPERIMENT_NOTE = (
+    "transferlab runs. Each pretraining run (tag transferlab.kind=pretrain; named policy · source · backbone) holds its params, "
+    "the subset's manifest (a dataset input), figures/ (learning curve, contact sheet of the subset), the trained weights and, "
+    "copied from its child transfer runs, every transfer result: one row per pretrained network. The run that asked (kind=main, "
+    "or the run of `mlflow run`) parents it and carries the key metrics. Compare in the Chart view: accuracies by section, "
+    "diagnostics (throughput, learning rate, probe regularisation) in their own sections.")
+DEFAULT_EXPERIMENT_NOTE = (
+    f"Runs of `mlflow run` that named no experiment. transferlab keeps their work in the '{DEFAULT_EXPERIMENT}' experiment, shared "
+    f"with `transferlab run`; each run here links to its pretraining run there (tag transferlab.pretrain_run) and carries its key "
+    "metrics. `mlflow run --experiment-name NAME` keeps everything in NAME.")
 EXPERIMENT_NAME_CHARS = 500  # beyond this MLflow's stores refuse or truncate names
 # Without this tag MLflow 3's UI opens a GenAI overview instead of the training-runs table and metric charts.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -124,7 +139,7 @@ def experiment_id(name: str | None = None) -> str:
         experiment = c.get_experiment_by_name(name)
         if experiment is None:
             try:
-                return c.create_experiment(name, tags=EXPERIMENT_TAGS)
+                return c.create_experiment(name, tags=EXPERIMENT_TAGS | {NOTE: EXPERIMENT_NOTE})
             except mlflow.MlflowException as exc:  # created meanwhile by a parallel worker, or refused by the store
                 experiment = c.get_experiment_by_name(name)
                 if experiment is None:
@@ -145,11 +160,28 @@ def check_experiment_name(name: str) -> None:
         raise SpecError(f"experiment name {name.encode(errors='backslashreplace').decode()[:80]!r} is not valid UTF-8") from None
 
 
-def tag_experiment(experiment) -> None:
-    """Give an experiment (e.g. the one `mlflow run` chose) the tags that make the UI show training runs."""
-    for key, value in EXPERIMENT_TAGS.items():
+def tag_experiment(experiment, note: str = EXPERIMENT_NOTE) -> None:
+    """Give an experiment (e.g. the one `mlflow run` chose) the tags that make the UI show training runs, and `note` as its
+    description unless it has one (a user's own is kept)."""
+    for key, value in EXPERIMENT_TAGS.items() | ({} if experiment.tags.get(NOTE) else {NOTE: note}).items():
         if experiment.tags.get(key) != value:
             client().set_experiment_tag(experiment.experiment_id, key, value)
+
+
+def name_project_run(run_id: str | None, name: str) -> None:
+    """Name the run `mlflow run` made after what it does, unless it was named (`mlflow run --run-name`): only a random name
+    MLflow made up (adjective-noun-number) is replaced; a caller's own fluent run keeps its name."""
+    if run_id is None:
+        return
+    run = client().get_run(run_id)
+    if MLFLOW_PROJECT_ENTRY_POINT in run.data.tags and generated_name(run.info.run_name):
+        client().update_run(run_id, name=name[:250])
+
+
+def generated_name(name: str) -> bool:
+    """Whether `name` is one MLflow makes up for an unnamed run, e.g. 'trusting-mink-184'."""
+    match = re.fullmatch(r"([a-z]+)-([a-z]+)-(\d+)", name or "")
+    return bool(match) and match[1] in name_utils._GENERATOR_PREDICATES and match[2] in name_utils._GENERATOR_NOUNS
 
 
 def create_run(experiment: str, name: str, tags: dict[str, str], parent: str | None = None) -> str:
@@ -234,10 +266,21 @@ def log_params(run_id: str, params: dict[str, Any]) -> None:
 
 
 def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0, tags: dict[str, str] | None = None) -> None:
-    """Log metrics (and tags, in the same request) to any run, active or not (summaries copied to parent runs)."""
+    """Log metrics (and tags, in the same request) to any run, active or not (summaries copied to parent runs), under the
+    names MLflow shows in sections."""
     now = int(time.time() * 1000)
-    client().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+    client().log_batch(run_id, metrics=[Metric(stored(k), float(v), now, step) for k, v in metrics.items()],
                        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+
+
+def run_metrics(run: Run) -> dict[str, float]:
+    """A run's last metric values by the names code uses (`canonical`), whichever form its records hold."""
+    return {canonical(k): v for k, v in run.data.metrics.items()}
+
+
+def metric_history(run_id: str, metric: str) -> list[Metric]:
+    """Every recorded value of `metric` (a name as code uses it), under its sectioned name and any older dotted one."""
+    return [m for name in dict.fromkeys((stored(metric), metric)) for m in client().get_metric_history(run_id, name)]
 
 
 def tracking_wait() -> float:
@@ -260,7 +303,7 @@ def store_problem(exc: BaseException) -> str:
 
 def logged_steps(run_id: str, metric: str) -> set[int]:
     """The steps at which a run has recorded `metric`."""
-    return {m.step for m in client().get_metric_history(run_id, metric)}
+    return {m.step for m in metric_history(run_id, metric)}
 
 
 def set_tags(run_id: str, tags: dict[str, str]) -> None:
