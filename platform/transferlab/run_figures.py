@@ -3,7 +3,6 @@
 import tempfile
 from pathlib import Path
 
-import mlflow
 from matplotlib.figure import Figure
 from rich.console import Console
 from rich.markup import escape
@@ -28,7 +27,7 @@ def log_figures(run_id: str, spec) -> None:
             out = Path(tmp) / Path(path).name
             try:
                 if draw(out):
-                    mlflow.log_artifact(str(out), str(Path(path).parent))
+                    tracking.client().log_artifact(run_id, str(out), str(Path(path).parent))  # by id: never a fluent run
             except Exception as exc:
                 if tracking.store_failure(exc):
                     raise
