@@ -5,7 +5,7 @@
    trial runs in MLflow (keyed lookups, params, tags, metrics), and inside each trial the library calls the direct arm
    makes too. Its end (the best trial measured on test, trials CSV, plots) is timed apart and excluded. Arm "direct":
    the same N allocations (rebuilt from the trials' params), each `PretrainSpec.prepare` + `pipeline.train` (the keyed
-   pretraining run with its reuse lookup, as `transferlab run` makes it) + `search_runs.val_scores`: no Optuna, no search
+   pretraining run with its reuse lookup, as `transferlab run` makes it) + `search_trials.val_scores`: no Optuna, no search
    or trial runs. Each arm gets a fresh MLflow SQLite store (opened before its clock starts) and a fresh cache (images,
    features), so both start cold alike; a thrown-away warm-up runs first (imports, torch kernels, plotting), and the arms
    run in alternating order (search, direct, direct, search); the fastest round of each arm counts. Two measures of the
@@ -63,7 +63,7 @@ def fresh_store(folder: Path):
 
 def plan_for(folder: Path, name: str, trials: int = TRIALS):
     """The benchmark's search, its Optuna storage in `folder`."""
-    from transferlab.search_runs import SearchArgs, SearchPlan
+    from transferlab.search_plan import SearchArgs, SearchPlan
 
     return SearchPlan.parse(SearchArgs(name, SOURCE, TARGET, BUDGET, trials, SPACE, BACKBONE, TRAINING, sampler="random", pruner="none",
                                        seed=SEED, storage=f"sqlite:///{folder / 'optuna.db'}", best=1))
@@ -112,14 +112,14 @@ class Arm:
 
 def search_arm(folder: Path, trials: int = TRIALS) -> tuple[Arm, list]:
     """The search in a fresh store, and its allocations in trial order."""
-    from transferlab import pipeline, search_report, search_runs
+    from transferlab import pipeline, search_report, search_runs, search_trials
 
     plan = plan_for(folder, "bench", trials)
     arm = Arm(Clock(), Clock(), Clock())
     with contextlib.ExitStack() as stack:
         for name in ("measure_best", "write_search_report"):  # run_search imports them at call time
             stack.enter_context(arm.end.patched(search_report, name))
-        for owner, name in ((search_runs, "train"), (search_runs, "val_scores"), (pipeline.PretrainSpec, "prepare")):
+        for owner, name in ((search_trials, "train"), (search_trials, "val_scores"), (pipeline.PretrainSpec, "prepare")):
             stack.enter_context(arm.inner.patched(owner, name))
         stack.enter_context(fresh_store(folder))
         with arm.total.timing():
@@ -140,7 +140,7 @@ def direct_arm(folder: Path, chosen: list) -> Arm:
     """Pretraining + val scoring of each allocation directly, in a fresh store."""
     from transferlab import tracking
     from transferlab.pipeline import train
-    from transferlab.search_runs import val_scores
+    from transferlab.search_trials import val_scores
 
     plan = plan_for(folder, "direct")
     arm = Arm(Clock(), Clock(), Clock())

@@ -13,11 +13,13 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from tiny_specs import BACKBONE, SOURCE, TARGET
-from transferlab import SpecError, pipeline, search_report, search_runs, tracking
+from transferlab import SpecError, pipeline, search_report, search_runs, search_trials, tracking
 from transferlab.cli import cli
 from transferlab.errors import DivergedError
 from transferlab.pipeline import PretrainedRecipe
-from transferlab.search_runs import PRUNED_AT, RUN_ATTR, SEARCH_RUN, TRIAL, TRIAL_STATE, SearchArgs, SearchPlan, run_search
+from transferlab.search_plan import SearchArgs, SearchPlan
+from transferlab.search_runs import run_search
+from transferlab.search_trials import PRUNED_AT, RUN_ATTR, SEARCH_RUN, TRIAL, TRIAL_STATE
 from transferlab.tasks import TransferContext
 from transferlab_probes.knn import knn_predict
 
@@ -238,7 +240,7 @@ def test_a_rerun_with_the_same_name_continues_and_other_settings_are_refused(sto
 
 def test_a_trial_that_raises_is_failed_with_its_error_and_the_search_goes_on(store, monkeypatch):
     enqueue("s", allocation(4), allocation(2, "spread"), allocation(3, "clustered"))
-    calls, real = [], search_runs.train
+    calls, real = [], search_trials.train
 
     def diverging_second(*a, **k):
         calls.append(1)
@@ -246,7 +248,7 @@ def test_a_trial_that_raises_is_failed_with_its_error_and_the_search_goes_on(sto
             raise DivergedError("pretraining loss is nan at step 1")
         return real(*a, **k)
 
-    monkeypatch.setattr(search_runs, "train", diverging_second)
+    monkeypatch.setattr(search_trials, "train", diverging_second)
     result = search(args(trials=3))
     trials = study_of().get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from servers import free_port, start_server, stop_server
 from tiny_specs import BACKBONE, SOURCE, TARGET
 from transferlab import run_owners, tracking
-from transferlab.search_runs import RUN_ATTR, SEARCH_RUN, TRIAL, TRIAL_STATE
+from transferlab.search_trials import RUN_ATTR, SEARCH_RUN, TRIAL, TRIAL_STATE
 
 pytest_plugins = ["postgres"]  # fixtures: postgres_server, postgres_url
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -394,7 +394,7 @@ def search(source: str, target: str, budget: int, trials: int, name: str, storag
            dry_run: bool):
     """Search how to spend a pretraining budget (classes × images, which classes, labels) with Optuna; each trial is a
     tracked pretraining + transfer, pruned early when weak; the best are measured on test at the end."""
-    from .search_runs import SearchArgs, SearchPlan
+    from .search_plan import SearchArgs, SearchPlan
     from .search_storage import DEFAULT_STORAGE
 
     args = SearchArgs(name, source, target, budget, trials, space, backbone, training, task, objective, sampler, pruner, seed,

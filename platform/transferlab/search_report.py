@@ -36,7 +36,7 @@ def best_trials(plan, study) -> list:
 def measure_best(plan, study, search_run: str) -> list[dict]:
     """Measure each best trial's pretraining once on the target's test split (ordinary, reused transfer runs); record the
     scores on the trial (user attr test_score), its run, and the search run (best.<rank>.val_score / test_score)."""
-    from .search_runs import RUN_ATTR
+    from .search_trials import RUN_ATTR
 
     test = TransferSpec(plan.target.target, plan.target.tasks)
     rows, summary, scores = [], {}, dict(study.user_attrs.get(TEST_SCORES, {}))
@@ -55,7 +55,7 @@ def measure_best(plan, study, search_run: str) -> list[dict]:
 
 def trial_attrs(trial) -> dict:
     """A trial's user attrs with its allocation and outcome spread out (one level, as the trials table shows them)."""
-    from .search_runs import ALLOCATION_ATTR, OUTCOME_ATTR
+    from .search_trials import ALLOCATION_ATTR, OUTCOME_ATTR
 
     a = trial.user_attrs
     return a.get(ALLOCATION_ATTR, {}) | a.get(OUTCOME_ATTR, {}) | a
@@ -63,7 +63,7 @@ def trial_attrs(trial) -> dict:
 
 def trials_frame(study) -> pd.DataFrame:
     """One row per trial: state, scores, allocation, cost, links."""
-    from .search_runs import ERROR_ATTR, RUN_ATTR
+    from .search_trials import ERROR_ATTR, RUN_ATTR
 
     rows, scores = [], study.user_attrs.get(TEST_SCORES, {})
     for t in study.get_trials(deepcopy=False):
