@@ -162,10 +162,8 @@ def saving_row() -> tuple[str, float, float, float] | None:
     if not found:
         return None
     frame = pd.read_csv(found[0])
-    seen, saved = pruning_saving(frame)
-    done = frame.state.isin(["COMPLETE", "PRUNED"])
-    run = float(frame.images_seen[done].fillna(0).sum())
-    return str(found[0].relative_to(ROOT)), run, run / (1 - saved) if saved < 1 else float("inf"), saved
+    seen, saved = pruning_saving(frame)  # over the trials that trained (one that reused a finished run trained nothing)
+    return str(found[0].relative_to(ROOT)), seen, seen / (1 - saved) if saved < 1 else float("inf"), saved
 
 
 def main() -> int:
@@ -212,8 +210,8 @@ def main() -> int:
     saving = saving_row()
     if saving:
         csv, run, full, saved = saving
-        table.add_row(f"images seen with pruning ({csv})", f"{run:,.0f}", "")
-        table.add_row("images seen without pruning", f"{full:,.0f}", "")
+        table.add_row(f"images trained on with pruning ({csv})", f"{run:,.0f}", "")
+        table.add_row("images they would have trained on unpruned", f"{full:,.0f}", "")
         table.add_row("pruning saved", f"{saved:.1%}", "")
     Console(width=120).print(table)
     ok = ratio <= OVERHEAD_TARGET

@@ -96,7 +96,7 @@ def keyed_run(experiment: str, key: str, kind: str, name: str, *, parent: str | 
                 continue  # another worker took the key meanwhile: wait for it
             scratch = checkpoint(run.run_id) if checkpoint else None
             try:
-                with active(run.run_id, system_metrics=system_metrics):
+                with active(run.run_id, system_metrics=system_metrics, owned=run.resumed is None):
                     yield run
             except Yielded as exc:
                 supersede(get_run(run.run_id), exc.winner, "another worker claimed the same key first")

@@ -91,7 +91,8 @@ def objective(plan: SearchPlan, trial, experiment: str, search_run: str) -> tupl
 
 @contextlib.contextmanager
 def trial_state(run_id: str) -> Iterator[None]:
-    """Tag the trial run with how its trial ends in Optuna (COMPLETE, PRUNED, FAIL)."""
+    """Tag the trial run with how its trial ends in Optuna when it fails (PRUNED, FAIL); `run_trial` tags COMPLETE with
+    its metrics, in the same request."""
     try:
         yield
     except Pruned:
@@ -104,7 +105,6 @@ def trial_state(run_id: str) -> Iterator[None]:
         if not tracking.store_failure(exc):
             tracking.set_tags(run_id, {TRIAL_STATE: "FAIL"})
         raise
-    tracking.set_tags(run_id, {TRIAL_STATE: "COMPLETE"})
 
 
 def run_trial(plan: SearchPlan, trial, allocation: Allocation, run_id: str, experiment: str) -> tuple[dict[str, float], dict]:
@@ -136,7 +136,7 @@ def run_trial(plan: SearchPlan, trial, allocation: Allocation, run_id: str, expe
               "seconds": float(seconds)}
     pretrain_val = tracking.run_metrics(pretrain).get("pretrain.val_top1")
     tracking.log_metrics(run_id, metrics | {f"search.{k}": v for k, v in values.items()}
-                         | ({"pretrain.val_top1": pretrain_val} if pretrain_val is not None else {}), tags={tracking.PRETRAIN_RUN: pretrain_id})
+                         | ({"pretrain.val_top1": pretrain_val} if pretrain_val is not None else {}), tags={tracking.PRETRAIN_RUN: pretrain_id, TRIAL_STATE: "COMPLETE"})
     # full_images_seen: what a trial sees unpruned, the measure of what pruning saves
     outcome = {"images_seen": values["images_seen"], "full_images_seen": total * batch, "seconds": values["seconds"],
                "pretrain_run": pretrain_id, "reused": reused}

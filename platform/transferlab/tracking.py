@@ -243,12 +243,14 @@ def recorded(run_id: str, *, end: bool = True) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def active(run_id: str, *, system_metrics: bool = False) -> Iterator[None]:
+def active(run_id: str, *, system_metrics: bool = False, owned: bool = False) -> Iterator[None]:
     """Make `run_id` MLflow's active run (resuming it if it was stopped; nested above the caller's active run, if any),
-    owned by this process with a heartbeat, with system metrics if asked; end it as `recorded` does. A failure to start
-    it ends it FAILED too, so no run is left RUNNING."""
+    owned by this process with a heartbeat (`owned`: its owner tags are this process's already, as `create_run` made
+    them), with system metrics if asked; end it as `recorded` does. A failure to start it ends it FAILED too, so no run
+    is left RUNNING."""
     with recorded(run_id):
-        set_tags(run_id, owner_tags())
+        if not owned:
+            set_tags(run_id, owner_tags())
         mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics, nested=True)
         try:
             with heartbeats(run_id):
