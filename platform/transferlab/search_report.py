@@ -39,7 +39,7 @@ def measure_best(plan, study, search_run: str) -> list[dict]:
     from .search_trials import RUN_ATTR
 
     test = TransferSpec(plan.target.target, plan.target.tasks)
-    rows, summary, scores = [], {}, dict(study.user_attrs.get(TEST_SCORES, {}))
+    rows, summary, scores = [], {}, {}  # the best as of now (a continued search may have new ones; measured runs are reused)
     for rank, trial in enumerate(best_trials(plan, study), 1):
         metrics = measure(trial_attrs(trial)["pretrain_run"], test)
         score = next(v for k, v in metrics.items() if k.endswith(".test_top1"))
