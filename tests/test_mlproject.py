@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 
 from transferlab import tracking
 from transferlab.defaults import DEFAULTS, SEARCH_DEFAULTS, STUDY_DEFAULTS
+from transferlab.search_plan import SearchArgs, SearchPlan
 from transferlab.search_storage import DEFAULT_STORAGE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,8 @@ def test_entry_points_have_typed_parameters_with_the_library_defaults():
     assert all(str(search[k]["default"]) == str(SEARCH_DEFAULTS[k]) for k in ("training", "space", "task", "objective", "sampler", "pruner"))
     assert float(search["trials"]["default"]) == SEARCH_DEFAULTS["trials"] and search["storage"]["default"] == DEFAULT_STORAGE
     assert all(f"--{p} {{{p}}}" in entry["search"]["command"] for p in search)
+    defaults = {k: v["default"] for k, v in search.items()}  # the entry point runs as it is: its defaults fit each other
+    SearchPlan.parse(SearchArgs(**{k: int(v) if isinstance(v, float) else v for k, v in defaults.items()}))
     for name, keys in (("main", DEFAULTS), ("pretrain", ["source", "policy", "backbone", "training", "seed"]), ("transfer", ["target", "tasks"])):
         for key in keys:
             param = entry[name]["parameters"][key]

@@ -225,7 +225,8 @@ def test_a_rerun_with_the_same_name_continues_and_other_settings_are_refused(sto
     assert search_run.info.status == "FINISHED" and metrics["search.trials_complete"] + metrics["search.trials_pruned"] == 5
 
     recorded = len(all_runs())
-    for flag, value, change in (("--budget", "30", "budget '40' → '30'"), ("--source", TARGET, "source")):
+    for flag, value, change in (("--budget", "30", "budget '40' → '30'"), ("--source", TARGET, "source"),
+                                ("--sampler", "tpe", "sampler 'random' → 'tpe'")):
         changed = [*CLI_ARGS, "--trials", "6", "--name", "go", "--sampler", "random"]
         changed[changed.index(flag) + 1] = value
         if flag == "--source":
@@ -264,6 +265,19 @@ def test_a_trial_that_raises_is_failed_with_its_error_and_the_search_goes_on(sto
     assert [r["state"] for r in rows] == ["COMPLETE", "FAIL", "COMPLETE"] and rows[1]["error"].startswith("DivergedError")
 
 
+def test_a_search_whose_every_trial_fails_still_ends_with_its_report(store, monkeypatch):
+    def diverging(*a, **k):
+        raise DivergedError("pretraining loss is nan at step 1")
+
+    monkeypatch.setattr(search_trials, "train", diverging)
+    result = search(args(trials=2))
+    assert [t.state for t in study_of().get_trials()] == [TrialState.FAIL, TrialState.FAIL]
+    search_run = MlflowClient().get_run(result.search_run)
+    assert search_run.info.status == "FINISHED" and search_run.data.metrics["search.trials_failed"] == 2
+    assert {p.name for p in result.report} >= {"trials.csv", "pareto.png", "tradeoff.png", "history.png", "search.md"}
+    assert "best.1.val_score" not in search_run.data.metrics
+
+
 def test_a_pareto_search_of_score_against_images_seen(store):
     enqueue("p", allocation(4, steps=2), allocation(4, steps=4), allocation(2, "spread", 2), allocation(3, "clustered", 4),
             directions=("maximize", "minimize"))
@@ -291,6 +305,7 @@ def test_a_pareto_search_of_score_against_images_seen(store):
     (["--objective", "score,images_seen"], "pruning needs one objective"),
     (["--storage", "not a url"], "is not a database URL"),
     (["--storage", "redis://127.0.0.1/0"], "not 'redis'"),
+    (["--name", "two\nlines"], "--name must be 1..200 printable characters"),
 ])
 def test_bad_input_is_one_line_before_any_run(store, extra, message):
     command = list(CLI_ARGS)

@@ -175,5 +175,7 @@ def test_ctrl_c_mid_trial_fails_the_trial_and_a_rerun_finishes_the_search(postgr
     assert run.info.status == "KILLED" and run.data.tags[TRIAL_STATE] == "FAIL"
     search("int", postgres_url, 2, 1, tracking_server, tmp_path, SLOW)
     study = optuna.load_study(study_name="int", storage=postgres_url)
-    assert study.trials[number].state == TrialState.FAIL  # replaced by a new trial, not rewritten
+    assert study.trials[number].state == TrialState.FAIL  # continued by a new trial, not rewritten
+    [again] = [t for t in study.trials if t.user_attrs.get("retry_of") == number]  # its allocation queued again, once
+    assert again.params == interrupted.params and again.state == TrialState.COMPLETE
     check_consistent(study, tracking_server, 2)

@@ -372,7 +372,7 @@ def study(study: str, source: str, targets: tuple[str, ...], backbone: str, trai
 @click.option("--trials", default=SEARCH_DEFAULTS["trials"], show_default=True, type=Count(),
               help="Trials the search ends with (a rerun with the same --name runs only the missing ones).")
 @click.option("--name", default="search", show_default=True, help="The Optuna study (and MLflow search run) name; rerun it to continue.")
-@click.option("--storage", default=None, help="Optuna storage URL (default sqlite:///optuna.db; postgresql://... for --workers > 1).")
+@click.option("--storage", default=None, help="Optuna storage URL (default sqlite:///optuna.db; postgresql+psycopg2://USER@HOST/DB for --workers > 1).")
 @click.option("--workers", default=1, show_default=True, type=Count(), help="Worker processes running trials in parallel.")
 @click.option("--objective", default=SEARCH_DEFAULTS["objective"], show_default=True,
               help="'score' (val score ↑), or with costs ↓ for a Pareto search: score,images_seen or score,images_seen,seconds.")
@@ -400,6 +400,10 @@ def search(source: str, target: str, budget: int, trials: int, name: str, storag
     args = SearchArgs(name, source, target, budget, trials, space, backbone, training, task, objective, sampler, pruner, seed,
                       storage or DEFAULT_STORAGE, workers, best)
     plan = SearchPlan.parse(args)
+    if out and not dry_run:  # a folder the report cannot be written to fails now, not after every trial
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError(13, "Permission denied", str(out))
     if dry_run:
         from .search_view import space_table
 

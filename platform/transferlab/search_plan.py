@@ -60,8 +60,8 @@ class SearchPlan:
     @classmethod
     def parse(cls, args: SearchArgs) -> "SearchPlan":
         """Parse and check everything; any mistake raises a one-line error here."""
-        if not args.name.strip() or len(args.name) > 200:
-            raise SpecError(f"--name must be 1..200 characters, got {excerpt(args.name)}")
+        if not args.name.strip() or len(args.name) > 200 or not args.name.isprintable():
+            raise SpecError(f"--name must be 1..200 printable characters (no newlines or tabs), got {excerpt(args.name)}")
         for what, value, top in (("--trials", args.trials, MAX_TRIALS), ("--workers", args.workers, MAX_WORKERS), ("--best", args.best, MAX_BEST)):
             if not 1 <= value <= top:
                 raise SpecError(f"{what} must lie in 1..{top}, got {value}")
@@ -107,7 +107,8 @@ class SearchPlan:
         """What a rerun (or another machine's worker) must share to continue this search."""
         return {"source": self.source.spec(), "target": self.target.target.spec(), "task": self.task.spec(), "budget": str(self.args.budget),
                 "space": self.space.spec(), "backbone": self.backbone.spec(), "training": self.training.spec(),
-                "objective": ",".join(self.objectives), "seed": str(self.args.seed), "recipe": str(RECIPE_VERSION)}
+                "objective": ",".join(self.objectives), "sampler": self.args.sampler, "pruner": self.args.pruner, "seed": str(self.args.seed),
+                "recipe": str(RECIPE_VERSION)}
 
     def key(self) -> str:
         """The search run's key: its name and storage (the Optuna study it records)."""

@@ -76,15 +76,17 @@ def trials_frame(study) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
-    """The complete trials no other beats on both val score (higher) and images seen (fewer), cheapest first."""
-    done = frame[frame.state == "COMPLETE"].sort_values(["images_seen", "val_score"], ascending=[True, False])
-    best, keep = -math.inf, []
-    for i, row in done.iterrows():
-        if row.val_score > best:
-            keep.append(i)
-            best = row.val_score
-    return done.loc[keep]
+def pareto_front(frame: pd.DataFrame, study) -> pd.DataFrame:
+    """The complete trials no other beats: Optuna's front over the search's objectives when it has several, else over val
+    score (higher) and images seen (fewer); trials alike on both are all kept; cheapest first."""
+    done = frame[frame.state == "COMPLETE"]
+    if len(study.directions) > 1:
+        front = done[done.number.isin({t.number for t in study.best_trials})]
+    else:
+        score, seen = done.val_score.to_numpy(float), done.images_seen.to_numpy(float)
+        beaten = [bool(((score >= s) & (seen <= c) & ((score > s) | (seen < c))).any()) for s, c in zip(score, seen)]
+        front = done.iloc[[i for i, b in enumerate(beaten) if not b]]
+    return front.sort_values(["images_seen", "val_score", "number"], ascending=[True, False, True])
 
 
 def pruning_saving(frame: pd.DataFrame) -> tuple[float, float]:
@@ -101,7 +103,7 @@ def write_search_report(plan, study, search_run: str, out: Path | None = None) -
     out = Path(out or Path("reports") / f"search-{file_stem(plan.args.name)[:80]}")
     out.mkdir(parents=True, exist_ok=True)
     frame = trials_frame(study)
-    front = pareto_front(frame)
+    front = pareto_front(frame, study)
     seen, saved = pruning_saving(frame)
     files = [write_csv(frame, out / "trials.csv"), write_csv(front, out / "pareto.csv"), pareto_png(frame, front, plan, out / "pareto.png"),
              tradeoff_png(frame, plan, out / "tradeoff.png")]
@@ -140,9 +142,11 @@ def save_png(fig: Figure, path: Path) -> Path:
 
 def log_ticks(ax, values) -> None:
     """A log x axis labelled at the values the trials took (plain numbers), not at powers of ten."""
+    ticks = sorted({float(v) for v in values if v == v and v > 0})
+    if not ticks:  # no complete trial: nothing to place on a log axis
+        return
     ax.set_xscale("log")
-    ticks = sorted({float(v) for v in values if v == v})
-    if 0 < len(ticks) <= 12:
+    if len(ticks) <= 12:
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))

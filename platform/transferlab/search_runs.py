@@ -21,8 +21,9 @@ from .errors import SpecError, TransferlabError
 from .pipeline import experiment_of
 from .search_plan import OBJECTIVES, SearchArgs, SearchPlan
 from .search_storage import heartbeat_s, open_storage, redacted
-from .search_trials import ERROR_ATTR, PROGRESS_SCALE, RUN_ATTR, SEARCH_RUN, TRIAL_STATE, TrialFailed, objective
+from .search_trials import ERROR_ATTR, INTERRUPTED_ATTR, PROGRESS_SCALE, RUN_ATTR, SEARCH_RUN, TRIAL_STATE, TrialFailed, objective
 
+REQUEUED_ATTR = "transferlab.requeued"  # study user attr: the trials stopped by Ctrl-C whose allocation was queued again
 PLAN_ATTR = "transferlab.plan"  # study user attr: the settings a rerun must share
 MEDIAN_STARTUP = 4  # trials the median pruner lets finish before it compares
 
@@ -69,7 +70,7 @@ def load_study(plan: SearchPlan):
     """The Optuna study of the search (created, or continued when its settings match); `work` gives it its sampler."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is one line of ours, not Optuna's traceback
     storage = open_storage(plan.args.storage)
     directions = [OBJECTIVES[o] for o in plan.objectives]
     study = optuna.create_study(storage=storage, study_name=plan.args.name, directions=directions, load_if_exists=True,
@@ -146,6 +147,10 @@ def drive(plan: SearchPlan, study, experiment: str, search_run: str) -> None:
     machines are waited for, and a dead worker's trial is failed by its stale heartbeat, then retried."""
     import optuna
 
+    requeued = requeue_interrupted(study)
+    if requeued:
+        console.print(f"search {plan.args.name}: {requeued} trial(s) stopped by Ctrl-C queued again with the same allocation "
+                      "(their pretraining resumes from its checkpoint)")
     stalled = 0
     while True:
         optuna.storages.fail_stale_trials(study)
@@ -166,6 +171,21 @@ def drive(plan: SearchPlan, study, experiment: str, search_run: str) -> None:
         stalled = stalled + 1 if tally(study)[0] == done else 0
         if stalled >= 2:
             raise TransferlabError(f"search {plan.args.name}: two rounds of trials finished none; see the workers' errors above")
+
+
+def requeue_interrupted(study) -> int:
+    """Queue again, once, the allocation of every trial Ctrl-C stopped, so that a rerun continues it (its pretraining
+    resumes from its checkpoint); the stopped trial itself stays FAIL. The number queued."""
+    from optuna.trial import TrialState
+
+    queued = set(study.user_attrs.get(REQUEUED_ATTR, []))
+    stopped = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+               if t.user_attrs.get(INTERRUPTED_ATTR) and t.number not in queued]
+    for t in stopped:
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+    if stopped:
+        study.set_user_attr(REQUEUED_ATTR, sorted(queued | {t.number for t in stopped}))
+    return len(stopped)
 
 
 def spawn_workers(plan: SearchPlan, experiment: str, search_run: str, asks: int) -> None:

@@ -31,13 +31,13 @@ def check_storage(url: str, workers: int) -> str:
         parsed = make_url(url)
     except ArgumentError:
         raise SpecError(f"--storage {excerpt(url)} is not a database URL; use e.g. {DEFAULT_STORAGE} or "
-                        "postgresql://user@host/db") from None
+                        "postgresql+psycopg2://user@host/db") from None
     if parsed.get_backend_name() not in SCHEMES:
         raise SpecError(f"--storage {excerpt(redacted(url))}: Optuna storages here are {', '.join(SCHEMES)} databases, "
                         f"not {parsed.get_backend_name()!r}")
     if workers > 1 and parsed.get_backend_name() == "sqlite":
         raise SpecError(f"--workers {workers} needs a database server: SQLite serializes writers, so parallel workers would wait "
-                        "on its lock; pass --storage postgresql://user@host/db")
+                        "on its lock; pass --storage postgresql+psycopg2://user@host/db (pip install -e '.[postgres]')")
     return url
 
 

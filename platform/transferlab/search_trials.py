@@ -31,6 +31,7 @@ TRIAL_STATE = "transferlab.trial_state"  # tag of a trial run: COMPLETE, PRUNED 
 PRUNED_AT = "transferlab.pruned_at_step"  # tag of a pretraining run the pruner stopped
 RUN_ATTR = "mlflow_run_id"  # Optuna user attr of a trial (and of the study: the search run)
 ALLOCATION_ATTR, OUTCOME_ATTR = "allocation", "outcome"  # user attrs of a trial: its proposal; its images seen, seconds, runs
+INTERRUPTED_ATTR = "interrupted"  # user attr of a trial Ctrl-C stopped: a rerun queues its allocation again
 ERROR_ATTR = "error"  # user attr of a trial whose own work raised: it counts as done (FAIL), unlike a killed worker's
 PROGRESS_SCALE = 1000  # a trial's intermediate values are reported at per mille of its training done
 
@@ -75,7 +76,7 @@ def objective(plan: SearchPlan, trial, experiment: str, search_run: str) -> tupl
                       soft_wrap=True)
         raise optuna.TrialPruned(str(exc)) from None
     except KeyboardInterrupt:
-        trial.set_user_attr("interrupted", True)
+        trial.set_user_attr(INTERRUPTED_ATTR, True)
         raise
     except Exception as exc:
         if tracking.resumable(exc):  # the store or a disk failed, not the trial: stop, and the rerun continues
