@@ -70,6 +70,14 @@ class Step:
         else:
             line(f"{self.description}: {result}")
 
+    def relabel(self, description: str) -> None:
+        """Name what the step does now: the bar's label on a terminal, else a line."""
+        self.description = description
+        if self.bars is not None:
+            self.bars.update(self.task, description=description)
+        else:
+            line(description)
+
     def seconds(self) -> float:
         """Seconds since the step began."""
         return time.perf_counter() - self.start

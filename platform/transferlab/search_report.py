@@ -105,10 +105,10 @@ def write_search_report(plan, study, search_run: str, out: Path | None = None) -
     frame = trials_frame(study)
     front = pareto_front(frame, study)
     seen, saved = pruning_saving(frame)
-    files = [write_csv(frame, out / "trials.csv"), write_csv(front, out / "pareto.csv"), pareto_png(frame, front, plan, out / "pareto.png"),
+    files = [written(out / "trials.csv", frame.to_csv(index=False)), written(out / "pareto.csv", front.to_csv(index=False)), pareto_png(frame, front, plan, out / "pareto.png"),
              tradeoff_png(frame, plan, out / "tradeoff.png")]
     files += optuna_pngs(study, out)
-    files.append(write_md(out / "search.md", markdown(plan, frame, front, seen, saved)))
+    files.append(written(out / "search.md", markdown(plan, frame, front, seen, saved)))
     counts = frame.state.value_counts()
     tracking.log_metrics(search_run, {"search.trials_complete": float(counts.get("COMPLETE", 0)), "search.trials_pruned": float(counts.get("PRUNED", 0)),
                                       "search.trials_failed": float(counts.get("FAIL", 0)), "search.images_seen": seen,
@@ -119,14 +119,8 @@ def write_search_report(plan, study, search_run: str, out: Path | None = None) -
     return tuple(files)
 
 
-def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """A frame as CSV, atomically."""
-    write_text(path, frame.to_csv(index=False))
-    return path
-
-
-def write_md(path: Path, text: str) -> Path:
-    """The Markdown summary, atomically."""
+def written(path: Path, text: str) -> Path:
+    """`text` written to `path` atomically; the path."""
     write_text(path, text)
     return path
 

@@ -15,10 +15,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import policies as parse_policies
-from . import runs, tracking
+from . import progress, runs, tracking
 from . import source as parse_source
 from .cache import cache_key
 from .errors import SpecError
@@ -142,7 +141,7 @@ def run_study(plan: StudyPlan, experiment: str | None = None, *, out: Path | Non
         if not study_run.done:
             if study_run.fresh:
                 tracking.log_params(study_run.run_id, plan.params())
-            with progress(len(plan.jobs)) as advance:
+            with cells_progress(len(plan.jobs)) as advance:
                 for i, job in enumerate(plan.jobs):
                     advance(f"cell {i + 1}/{len(plan.jobs)}: {job.name}")
                     cell_runs.append(run_cell(plan, job, experiment_id, study_run.run_id, wait=wait))
@@ -226,23 +225,18 @@ def write_study_report(study_run: str, out: Path | None = None) -> tuple[Path, .
 
 
 @contextlib.contextmanager
-def progress(total: int) -> Iterator[Callable[[str], None]]:
+def cells_progress(total: int) -> Iterator[Callable[[str], None]]:
     """A display of cells done / total and the current cell; yields `start(description)`, called as each cell begins.
     Where stderr is no terminal (a log file), a plain line per cell instead."""
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                   disable=not console.is_terminal)
-    with bar:
-        task = bar.add_task("study", total=total)
+    with progress.step("study", total, unit="cells") as bar:
         started = []
 
         def start(description: str) -> None:
             if started:
-                bar.advance(task)
+                bar.advance()
             started.append(description)
-            bar.update(task, description=description)
-            if not console.is_terminal:
-                console.print(description, soft_wrap=True)
+            bar.relabel(description)
 
         yield start
         if started:
-            bar.advance(task)
+            bar.advance()

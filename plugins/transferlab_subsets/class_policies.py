@@ -128,6 +128,19 @@ def best_pieces(sizes: Sequence[int], lo: int, hi: int, target: float) -> list[i
     return chosen
 
 
+def subtree_classes(subset: Subset, tree: ClassTree) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
+    """Every current class's tree node (`class_anchors`), the number of current classes under every node, and the
+    current classes anchored at each node."""
+    anchors = class_anchors(subset, tree)
+    count = np.bincount(anchors, minlength=len(tree.nodes))
+    for node in nodes_bottom_up(tree)[:-1].tolist():
+        count[tree.parents[node]] += count[node]
+    at_node: dict[int, list[int]] = {}
+    for current, node in enumerate(anchors.tolist()):
+        at_node.setdefault(node, []).append(current)
+    return anchors, count, at_node
+
+
 def min_overlap_half(subset: Subset, tree: ClassTree) -> np.ndarray:
     """Current classes of one half made of whole subtrees, the halves within SPLIT_TOLERANCE of each other.
 
@@ -139,13 +152,7 @@ def min_overlap_half(subset: Subset, tree: ClassTree) -> np.ndarray:
     n = subset.num_classes
     tolerance = max(n % 2, int(SPLIT_TOLERANCE * n))
     lo, hi = (n - tolerance + 1) // 2, (n + tolerance) // 2
-    anchors = class_anchors(subset, tree)
-    count = np.bincount(anchors, minlength=len(tree.nodes))
-    for node in nodes_bottom_up(tree)[:-1].tolist():
-        count[tree.parents[node]] += count[node]
-    at_node: dict[int, list[int]] = {}
-    for current, node in enumerate(anchors.tolist()):
-        at_node.setdefault(node, []).append(current)
+    anchors, count, at_node = subtree_classes(subset, tree)
 
     def pieces(opened: set[int]) -> list[tuple[str, int]]:
         """Whole pieces below opened nodes: ('node', index) for child subtrees, ('class', index) for anchored classes."""
@@ -214,13 +221,7 @@ class Split(Policy):
 def tree_order(subset: Subset, tree: ClassTree, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Current classes in depth-first order (a node's anchored classes before its children, siblings in seeded random
     order); with the number of current classes under every node and the position of the first of them in that order."""
-    anchors = class_anchors(subset, tree)
-    count = np.bincount(anchors, minlength=len(tree.nodes))
-    for node in nodes_bottom_up(tree)[:-1].tolist():
-        count[tree.parents[node]] += count[node]
-    at_node: dict[int, list[int]] = {}
-    for current, node in enumerate(anchors.tolist()):
-        at_node.setdefault(node, []).append(current)
+    _, count, at_node = subtree_classes(subset, tree)
     keys = rng.random(len(tree.nodes))
     first = np.zeros(len(tree.nodes), dtype=np.int64)
     order: list[int] = []
