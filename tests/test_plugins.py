@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from transferlab import PluginError, plugins
-from transferlab.hookspecs import hookimpl
 from transferlab.registry import Registry
 
 EVERY_OTHER = '''
@@ -132,9 +131,3 @@ def test_registry_checks_what_is_registered():
         registry.add("source", ImagesPerClass, "p")
     registry.add("policy", ImagesPerClass, "p")
     registry.add("policy", ImagesPerClass, "p")  # the same class twice is harmless
-
-
-def test_builtin_plugins_use_the_public_contract():
-    pm = plugins.get_plugin_manager()
-    assert set(plugins.DEFAULT_PLUGINS) <= {name for name, _ in pm.list_name_plugin()}
-    assert hookimpl is not None

@@ -9,6 +9,7 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+import transferlab
 from test_features import RES, context, target
 from transferlab import DataError, SpecError, get_registry, loader
 from transferlab.errors import DivergedError
@@ -311,8 +312,8 @@ def test_finetune_warms_up_and_spares_norms_and_biases_from_weight_decay(monkeyp
 
 def test_finetune_copies_the_training_images_to_the_device_once(monkeypatch):
     copies = []
-    real = loader.to_device  # fine-tuning imports it from the loader when it runs
-    monkeypatch.setattr(loader, "to_device", lambda images, rows, device: copies.append(len(rows)) or real(images, rows, device))
+    real = loader.to_device  # fine-tuning imports it from the public surface when it runs
+    monkeypatch.setattr(transferlab, "to_device", lambda images, rows, device: copies.append(len(rows)) or real(images, rows, device))
     ctx = context(target(train=20, test=10))
     task("finetune(epochs=5, batch_size=16)").run(ctx)
     assert copies == [len(ctx.samples("train"))]

@@ -6,22 +6,60 @@ import os
 # this must be set before torch is first imported, and nothing above this line imports it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import importlib
 import tomllib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .class_tree import ClassTree
-from .components import Component
-from .data_index import DataIndex
-from .errors import DataError, PluginError, PolicyError, SpecError, TransferlabError
+from . import progress
+from .backbones import Backbone
+from .cache import atomic_path, cache_dir, cache_key, storage, text_bytes
+from .class_tree import ROOT, ClassTree
+from .components import Component, format_value
+from .data_index import SPLITS, DataIndex, split_code
+from .errors import CacheError, DataError, DivergedError, PluginError, PolicyError, SpecError, StorageError, TransferlabError
+from .file_source import (
+    MAX_LISTED,
+    DownloadableSource,
+    FileSource,
+    arrays_digest,
+    carve,
+    check_val_fraction,
+    listing,
+    row_splits,
+    stamps_digest,
+    text_keys,
+)
 from .hookspecs import hookimpl
+from .images import decode_image, fit, is_image_file, map_decoding, max_pixels, probe_image
 from .manifest import Manifest
 from .plugins import get_registry
-from .policies import Policy, make_manifest
+from .policy import Policy, make_manifest
 from .search_space import Allocation, SearchSpace, SpaceContext
 from .sources import Source
-from .studies import Cell, Study
-from .subset import Seeds, Subset
+from .specs import excerpt
+from .studies import Cell, Study, split_target, target_spec
+from .subset import Seeds, Subset, ranks_within_class
+from .subset_source import SubsetSource
+from .tasks import Task, TransferContext
+from .training_spec import MAX_LR, MAX_WEIGHT_DECAY, Training
+
+LAZY = {  # public names whose modules import torch: loaded on first use, so that light commands start without it
+    "autocast": "devices", "seeded": "devices",
+    "augment": "loader", "batches": "loader", "epoch_generator": "loader", "fits_on_device": "loader", "normalize": "loader",
+    "to_device": "loader",
+    "decay_groups": "training", "scheduled_rate": "training",
+}
+
+
+def __getattr__(name: str):
+    """The torch-backed public names (LAZY), imported when first asked for."""
+    if name not in LAZY:
+        raise AttributeError(f"module 'transferlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"  # in a source tree: platform/transferlab/ → the root
 
@@ -60,8 +98,19 @@ def select(source_spec: str, policy_spec: str = "all", seed: int = 0) -> Manifes
     return make_manifest(source(source_spec), chain, seed)
 
 
-__all__ = [
-    "Allocation", "Cell", "ClassTree", "Component", "DataError", "DataIndex", "Manifest", "PluginError", "Policy", "PolicyError", "SearchSpace", "Seeds",
-    "Source", "SpaceContext", "SpecError", "Study", "Subset", "TransferlabError", "get_registry", "hookimpl", "make_manifest", "policies",
-    "select", "source",
+__all__ = [  # the public surface: everything a plugin needs (docs/plugins.md); built-in plugins import nothing else of ours
+    # components and what they receive
+    "Allocation", "Backbone", "Cell", "ClassTree", "Component", "DataIndex", "DownloadableSource", "FileSource", "Manifest", "Policy",
+    "ROOT", "SPLITS", "SearchSpace", "Seeds", "Source", "SpaceContext", "Study", "Subset", "SubsetSource", "Task", "Training",
+    "TransferContext",
+    # plugin hooks and errors
+    "CacheError", "DataError", "DivergedError", "PluginError", "PolicyError", "SpecError", "StorageError", "TransferlabError", "hookimpl",
+    # building components from specs
+    "get_registry", "make_manifest", "policies", "select", "source",
+    # helpers the built-in plugins use
+    "MAX_LISTED", "MAX_LR", "MAX_WEIGHT_DECAY", "arrays_digest", "atomic_path", "augment", "autocast", "batches", "cache_dir", "cache_key", "carve",
+    "check_val_fraction", "decay_groups", "decode_image", "epoch_generator", "excerpt", "fit", "fits_on_device", "format_value",
+    "is_image_file", "listing", "map_decoding", "max_pixels", "normalize", "probe_image", "progress", "ranks_within_class", "row_splits",
+    "scheduled_rate", "seeded", "split_code", "split_target", "stamps_digest", "storage", "target_spec", "text_bytes", "text_keys",
+    "to_device",
 ]

@@ -21,7 +21,7 @@ from .components import signature
 from .defaults import DEFAULTS, SEARCH_DEFAULTS, STUDY_DEFAULTS
 from .errors import SpecError, TransferlabError
 from .plugins import get_registry
-from .policies import make_manifest
+from .policy import make_manifest
 from .registry import KIND_HOOKS
 from .specs import excerpt
 from .subset import seed_value

@@ -37,7 +37,7 @@ from .image_cache import image_cache
 from .manifest import Manifest
 from .metric_names import component_label, source_label
 from .plugins import get_registry
-from .policies import Policy, chain_spec, make_manifest
+from .policy import Policy, chain_spec, make_manifest
 from .registry import build
 from .run_figures import log_figures
 from .sources import Source

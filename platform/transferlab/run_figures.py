@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from . import tracking
 from .contact_sheet import contact_sheet
-from .policies import chain_spec
+from .policy import chain_spec
 from .subset_source import SubsetSource
 
 LEARNING_CURVE, CONTACT_SHEET = "figures/learning_curve.png", "figures/contact_sheet.png"  # artifact paths

@@ -8,7 +8,7 @@ from .components import Component
 from .errors import PluginError, SpecError
 from .manifest import Manifest
 from .plugins import get_registry
-from .policies import Policy, chain_spec, make_manifest
+from .policy import Policy, chain_spec, make_manifest
 from .sources import Source
 from .specs import excerpt, parse_chain
 from .training_spec import Training

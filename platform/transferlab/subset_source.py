@@ -17,7 +17,7 @@ from .data_index import DataIndex, split_code
 from .manifest import Manifest
 from .metric_names import bounded, clean_label, component_label, source_label
 from .plugins import get_registry
-from .policies import Policy, chain_spec, make_manifest
+from .policy import Policy, chain_spec, make_manifest
 from .sources import Source
 from .subset import seed_value
 

@@ -8,10 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transferlab import DataError, SpecError
-from transferlab.sources import Source
-from transferlab.specs import excerpt
-from transferlab.tasks import Task, TransferContext
+from transferlab import DataError, Source, SpecError, Task, TransferContext, excerpt
 
 if TYPE_CHECKING:  # imported when episodes run, so that registering the probes does not load torch
     import torch

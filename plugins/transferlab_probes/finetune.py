@@ -9,10 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transferlab import SpecError, progress
-from transferlab.errors import DivergedError
-from transferlab.tasks import Task, TransferContext
-from transferlab.training_spec import MAX_LR, MAX_WEIGHT_DECAY
+from transferlab import MAX_LR, MAX_WEIGHT_DECAY, DivergedError, SpecError, Task, TransferContext, progress
 
 from .scores import mean_class_accuracy, top1
 
@@ -46,7 +43,7 @@ class Finetune(Task):
 
     def run(self, ctx: TransferContext) -> dict[str, float]:
         """test_top1, test_mean_class_acc, val_top1 (after the last epoch; nothing is chosen on val) and train_loss (last epoch)."""
-        from transferlab.devices import seeded
+        from transferlab import seeded
 
         with seeded(ctx.seed, "finetune", ctx.device):
             return self.finetune(ctx)
@@ -56,9 +53,7 @@ class Finetune(Task):
         import torch
         import torch.nn.functional as F
 
-        from transferlab.devices import autocast
-        from transferlab.loader import augment, batches, epoch_generator, fits_on_device, to_device
-        from transferlab.training import decay_groups, scheduled_rate
+        from transferlab import augment, autocast, batches, decay_groups, epoch_generator, fits_on_device, scheduled_rate, to_device
 
         model = ctx.fresh_model(ctx.num_classes)
         samples, labels = ctx.samples("train"), ctx.labels("train")
@@ -102,8 +97,7 @@ def predict(model: torch.nn.Module, ctx: TransferContext, split: str) -> torch.T
     """Predicted classes of a split's images (no augmentation), in eval mode."""
     import torch
 
-    from transferlab.devices import autocast
-    from transferlab.loader import batches, normalize
+    from transferlab import autocast, batches, normalize
 
     model.eval()
     samples = ctx.samples(split)

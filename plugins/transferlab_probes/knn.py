@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from transferlab import SpecError
-from transferlab.tasks import Task, TransferContext
+from transferlab import SpecError, Task, TransferContext
 
 from .linear import to_device
 from .scores import mean_class_accuracy, top1

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
-from transferlab import SpecError
-from transferlab.tasks import Task, TransferContext
+from transferlab import SpecError, Task, TransferContext
 
 from .scores import mean_class_accuracy, top1
 

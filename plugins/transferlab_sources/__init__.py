@@ -1,8 +1,7 @@
 """Built-in sources: synthetic (the embedded default), ImageFolder, ImageNet, Tiny-ImageNet, CIFAR-100, MNIST, Fashion-MNIST,
 scikit-learn's digits, and subset (a source through a policy chain, spelled `SOURCE | POLICY ...`)."""
 
-from transferlab import hookimpl
-from transferlab.subset_source import SubsetSource
+from transferlab import SubsetSource, hookimpl
 
 from .cifar import CIFAR100
 from .digits import Digits

@@ -13,12 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from transferlab.class_tree import ClassTree
-from transferlab.data_index import DataIndex
-from transferlab.errors import DataError
-from transferlab.images import fit
+from transferlab import ClassTree, DataError, DataIndex, DownloadableSource, arrays_digest, fit, row_splits
 
-from .file_source import DownloadableSource, arrays_digest, row_splits
 from .wnid_maps import CIFAR100_SYNSETS
 
 FOLDER = "cifar-100-python"

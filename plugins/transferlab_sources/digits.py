@@ -6,11 +6,8 @@ from functools import cached_property
 
 import numpy as np
 
-from transferlab.data_index import DataIndex, split_code
-from transferlab.errors import DataError, SpecError
-from transferlab.sources import Source
+from transferlab import DataError, DataIndex, Source, SpecError, arrays_digest, carve, check_val_fraction, split_code, text_keys
 
-from .file_source import arrays_digest, carve, check_val_fraction, text_keys
 from .idx import gray_rgb
 
 CLASSES = tuple("0123456789")

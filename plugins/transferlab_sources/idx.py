@@ -12,11 +12,8 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from transferlab.data_index import DataIndex
-from transferlab.errors import DataError
-from transferlab.images import fit
+from transferlab import DataError, DataIndex, DownloadableSource, arrays_digest, fit, row_splits
 
-from .file_source import DownloadableSource, arrays_digest, row_splits
 from .wnid_maps import FASHION_MNIST_SYNSETS
 
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions

@@ -12,13 +12,26 @@ from typing import Literal
 
 import numpy as np
 
-from transferlab.cache import cache_dir, cache_key
-from transferlab.class_tree import ClassTree
-from transferlab.data_index import SPLITS, DataIndex, split_code
-from transferlab.errors import DataError
-from transferlab.images import decode_image, is_image_file, map_decoding, max_pixels, probe_image
-
-from .file_source import FileSource, carve, check_val_fraction, listing, stamps_digest, text_keys
+from transferlab import (
+    SPLITS,
+    ClassTree,
+    DataError,
+    DataIndex,
+    FileSource,
+    cache_dir,
+    cache_key,
+    carve,
+    check_val_fraction,
+    decode_image,
+    is_image_file,
+    listing,
+    map_decoding,
+    max_pixels,
+    probe_image,
+    split_code,
+    stamps_digest,
+    text_keys,
+)
 
 PROBE_CHUNK = 256  # files per thread-pool task when reading headers
 INDEX_CACHE_VERSION = "image_folder-index-v3"  # v3: duplicates dropped, inner folders' own images

@@ -14,9 +14,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from transferlab import ClassTree, DataIndex, Source, SpecError
-from transferlab.cache import atomic_path, cache_dir, cache_key
-from transferlab.data_index import SPLITS
+from transferlab import SPLITS, ClassTree, DataIndex, Source, SpecError, atomic_path, cache_dir, cache_key
 
 GENERATOR_VERSION = 1  # bump whenever the drawing changes, so old caches are not reused
 CHUNK = 64  # images per random stream; fixed, so pixels never depend on the number of threads

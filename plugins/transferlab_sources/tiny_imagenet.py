@@ -13,12 +13,8 @@ from typing import Literal
 
 import numpy as np
 
-from transferlab.cache import cache_key
-from transferlab.class_tree import ClassTree
-from transferlab.data_index import DataIndex, split_code
-from transferlab.errors import DataError
+from transferlab import ClassTree, DataError, DataIndex, FileSource, cache_key, check_val_fraction, listing, split_code
 
-from .file_source import FileSource, check_val_fraction, listing
 from .image_folder import Folder, cached_index, file_stamps, folder_stamps, index_files, list_files, load_files, scan
 
 INDEX_CACHE_VERSION = "tiny_imagenet-index-v3"  # v3: copies of a file dropped
@@ -123,7 +119,7 @@ class TinyImageNet(FileSource):
 
     def build_tree(self) -> ClassTree:
         """WordNet's first-hypernym tree over the wnids (needs the transferlab_wordnet plugin and WordNet 3.0)."""
-        from transferlab_wordnet.hierarchy import wordnet_tree
+        from transferlab_wordnet import wordnet_tree
 
         return wordnet_tree(self.index.classes)
 

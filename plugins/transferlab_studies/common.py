@@ -4,12 +4,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from transferlab import PolicyError, Source, get_registry
-from transferlab.class_tree import ClassTree
-from transferlab.studies import split_target, target_spec
-from transferlab_wordnet.access import wordnet
-from transferlab_wordnet.hierarchy import bottom_up_levels, is_wnid, top_down_levels
-from transferlab_wordnet.wnid_classes import require_wnids
+from transferlab import ClassTree, PolicyError, Source, get_registry, split_target, target_spec
+from transferlab_wordnet import bottom_up_levels, is_wnid, require_wnids, top_down_levels, wordnet
 
 MAX_LEVELS = 5  # the paper shows 5 of ImageNet's 17 bottom-up levels; more levels make more runs, not a clearer curve
 

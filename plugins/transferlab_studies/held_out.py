@@ -3,9 +3,8 @@
 import dataclasses
 from typing import Literal
 
-from transferlab import Cell, PolicyError, Source, SpecError, Study, get_registry, make_manifest
-from transferlab.studies import split_target
-from transferlab_wordnet.exclusion import overlapping
+from transferlab import Cell, PolicyError, Source, SpecError, Study, get_registry, make_manifest, split_target
+from transferlab_wordnet import overlapping
 
 from .common import is_wordnet, on_source, policy, targets, user_target
 

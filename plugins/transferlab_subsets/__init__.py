@@ -3,8 +3,10 @@
 from transferlab import hookimpl
 
 from .budget import FixedBudget
-from .class_policies import Exclude, RandomClasses, Split, TreeClasses
+from .class_policies import Exclude, RandomClasses, Split, TreeClasses, class_anchors, nodes_bottom_up
 from .image_policies import All, Fraction, ImagesPerClass
+
+__all__ = ["class_anchors", "nodes_bottom_up"]  # tree walks other plugins' policies share
 
 
 @hookimpl

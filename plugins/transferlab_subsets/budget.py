@@ -5,8 +5,7 @@ from typing import Literal
 
 import numpy as np
 
-from transferlab import Policy, PolicyError, Seeds, SpecError, Subset
-from transferlab.class_tree import ClassTree
+from transferlab import ClassTree, Policy, PolicyError, Seeds, SpecError, Subset
 
 from .class_policies import classes_by_key, take_classes
 from .image_policies import check_available, keep_per_class

@@ -7,8 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from transferlab import DataError, Policy, PolicyError, Seeds, SpecError, Subset
-from transferlab.class_tree import ClassTree
+from transferlab import ClassTree, DataError, Policy, PolicyError, Seeds, SpecError, Subset
 
 
 def classes_by_key(subset: Subset, seeds: Seeds) -> np.ndarray:

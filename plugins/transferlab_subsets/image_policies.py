@@ -5,9 +5,7 @@ from typing import Literal
 
 import numpy as np
 
-from transferlab import Policy, PolicyError, Seeds, SpecError, Subset
-from transferlab.class_tree import ClassTree
-from transferlab.subset import ranks_within_class
+from transferlab import ClassTree, Policy, PolicyError, Seeds, SpecError, Subset, ranks_within_class
 
 WORST_NAMED = 3  # classes an error about too few images names (the worst); the rest are counted
 NAME_CHARS = 40  # of each class named there (WordNet names run long)

@@ -6,8 +6,7 @@ import dataclasses
 import difflib
 from typing import TYPE_CHECKING, Literal
 
-from transferlab.backbones import Backbone
-from transferlab.errors import SpecError
+from transferlab import Backbone, SpecError
 
 if TYPE_CHECKING:
     import torch

@@ -9,8 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from transferlab.cache import cache_dir, storage
-from transferlab.errors import DataError
+from transferlab import DataError, cache_dir, storage
 
 if TYPE_CHECKING:
     from .nltk_reader import WordNetReader

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab import ClassTree, DataError, DataIndex, Source, SpecError
-from transferlab.specs import excerpt
+from transferlab import ClassTree, DataError, DataIndex, Source, SpecError, excerpt
 
 from .hierarchy import lemma_name, wordnet_tree
 

@@ -16,9 +16,8 @@ import heapq
 
 import numpy as np
 
-from transferlab import Policy, PolicyError, Seeds, SpecError, Subset
-from transferlab.class_tree import ROOT, ClassTree
-from transferlab_subsets.class_policies import class_anchors, nodes_bottom_up
+from transferlab import ROOT, ClassTree, Policy, PolicyError, Seeds, SpecError, Subset
+from transferlab_subsets import class_anchors, nodes_bottom_up
 
 
 def cut_tree(tree: ClassTree, own: list[int], limit: int) -> tuple[list[int], list[int]]:

@@ -6,9 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from transferlab import Policy, PolicyError, Seeds, SpecError, Subset, get_registry, source
-from transferlab.class_tree import ClassTree
-from transferlab.errors import DataError
+from transferlab import ClassTree, DataError, Policy, PolicyError, Seeds, SpecError, Subset, get_registry, source
 
 from .hierarchy import all_ancestors, is_wnid, resolve
 from .wnid_classes import require_wnids

@@ -11,8 +11,7 @@ import warnings
 from collections.abc import Sequence
 from functools import cache
 
-from transferlab import ClassTree
-from transferlab.errors import DataError
+from transferlab import ClassTree, DataError
 
 from .access import wordnet
 

@@ -3,8 +3,7 @@
 import dataclasses
 from typing import Literal
 
-from transferlab import Policy, PolicyError, Seeds, SpecError, Subset
-from transferlab.class_tree import ClassTree
+from transferlab import ClassTree, Policy, PolicyError, Seeds, SpecError, Subset
 
 from .hierarchy import bottom_up_levels, depth_level, top_down_levels
 from .wnid_classes import relabel_to_synsets, require_wnids

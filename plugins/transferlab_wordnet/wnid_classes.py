@@ -4,8 +4,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from transferlab import PolicyError, Subset
-from transferlab.errors import DataError
+from transferlab import DataError, PolicyError, Subset
 
 from .hierarchy import lemma_name, synset
 

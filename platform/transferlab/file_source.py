@@ -10,13 +10,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from transferlab.cache import text_bytes
-from transferlab.components import format_value
-from transferlab.data_index import split_code
-from transferlab.errors import DataError, SpecError
-from transferlab.sources import Source
-from transferlab.specs import excerpt
-from transferlab.subset import ranks_within_class
+from .cache import text_bytes
+from .components import format_value
+from .data_index import split_code
+from .errors import DataError, SpecError
+from .sources import Source
+from .specs import excerpt
+from .subset import ranks_within_class
 
 PATH_MAX = 4096  # bytes in a path Linux accepts
 MAX_ROOT_BYTES = PATH_MAX - 256  # leaves room for the files below a root (CIFAR's and MNIST's folders, class folders)
