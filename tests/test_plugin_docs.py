@@ -91,7 +91,7 @@ def test_every_code_block_is_an_example_that_is_run():
     langs = [lang for lang, _, _ in BLOCK.findall(DOC.read_text())]
     titled = blocks()
     assert langs.count("python") == len(examples()) >= 6, "every Python block has a title naming its module"
-    assert set(examples()) == {"csv_images", "thin", "small_cnn", "centroid", "caps", "class_count"}  # the ones tested below
+    assert set(examples()) == {"csv_images", "thin", "small_cnn", "centroid", "caps", "class_count"}  # each one tested below
     assert project_name() in examples() and titled["pyproject.toml"][0] == "toml"
     for module, code in examples().items():
         compile(code, f"{module}.py", "exec")
