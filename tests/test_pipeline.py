@@ -193,8 +193,9 @@ def test_cli_bad_specs_exit_2_before_any_run(store, args, message):
     assert not os.path.exists("mlruns") and MlflowClient().search_experiments(filter_string="name != 'Default'") == []
 
 
-def test_readme_task_plugin_example_runs_on_a_transfer_context():
-    code = re.search(r"```python\n(# centroid\.py.*?)```", (Path(__file__).parents[1] / "README.md").read_text(), re.S).group(1)
+def test_docs_task_plugin_example_runs_on_a_transfer_context():
+    docs = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text()
+    code = re.search(r'```python title="centroid\.py"\n(.*?)```', docs, re.S).group(1)
     namespace = {}
     exec(code, namespace)
     backbone = get_registry().parse("backbone", TINY["backbone"])

@@ -135,6 +135,7 @@ def test_source_example_index_tree_pixels_and_identity(site, pictures, tmp_path,
     assert [tuple(p[4, 4]) for p in pixels] == list(CLASSES.values())
     assert source.tree.nodes[source.tree.parents[source.tree.class_nodes[0]]] == "animal"
     assert source.pixels_key == transferlab.source(f"csv_images(root={str(moved)!r})").pixels_key != source.fingerprint
+    assert transferlab.source(f"csv_images(root={str(pictures)!r}, test_fraction=0.5)").pixels_key == source.pixels_key  # one image cache
 
 
 def test_policy_example_changes_the_manifest(site, monkeypatch):
