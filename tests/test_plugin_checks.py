@@ -4,6 +4,7 @@ plugin cache folders, and the preconditions a source, backbone and task check be
 import dataclasses
 import json
 import sys
+from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -38,6 +39,7 @@ class Keep(Policy):
 class Forgot(Keep):  # no @dataclass: its field would vanish
     name = "forgot"
     extra: int = 2
+    note: ClassVar[str] = "a class variable, not a field"
 
 
 class Plain(Keep):  # no @dataclass and no fields: still refused, since the next field added would vanish
@@ -61,6 +63,12 @@ class Dashed(Policy):
 
     def apply(self, subset, tree, seeds):
         return subset
+
+
+@dataclasses.dataclass(frozen=True)
+class NotRun(Task):
+    name = "not_run"
+    run = "a string"
 
 
 def refusal(kind: str, cls, plugin: str = "p") -> str:
@@ -89,6 +97,7 @@ def test_a_valid_class_registers_and_the_same_class_twice_is_harmless():
     ("policy", Nameless, f"plugin 'p': policy class {HERE}.Nameless has no name of its own; set a class attribute such as name = 'my_policy'"),
     ("policy", Inherits, f"plugin 'p': policy class {HERE}.Inherits has no name of its own (it inherits 'keep'); set a class attribute "
                          "such as name = 'my_policy'"),
+    ("task", NotRun, f"plugin 'p': task class {HERE}.NotRun: run is not a method; Task defines run(self, ctx)"),
     ("policy", Dashed, f"plugin 'p': policy class {HERE}.Dashed has name 'my-policy', which is not an identifier (letters, digits and _, "
                        "not starting with a digit)"),
 ])

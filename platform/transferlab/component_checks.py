@@ -27,7 +27,8 @@ def check_component(kind: str, cls: object, plugin: str) -> None:
         raise PluginError(f"{what} has no name of its own{inherited}; set a class attribute such as name = 'my_{kind}'")
     if not isinstance(cls.name, str) or not cls.name.isidentifier():
         raise PluginError(f"{what} has name {cls.name!r}, which is not an identifier (letters, digits and _, not starting with a digit)")
-    for problem in signature_problems(cls):
+    problem = signature_problem(cls)
+    if problem:
         raise PluginError(f"{what}: {problem}")
 
 
@@ -42,27 +43,25 @@ def is_classvar(tp: object) -> bool:
 
 
 def kind_base(cls: type) -> type:
-    """The class that defines the kind (Source, Policy, ...): the last one in the MRO before Component to set `kind`."""
-    return next(c for c in cls.__mro__ if "kind" in c.__dict__ and c.__dict__["kind"] == cls.kind)
+    """The class that defines the kind (Source, Policy, ...): the first in the MRO, from Component down, to set `kind`."""
+    return next(c for c in reversed(cls.__mro__) if c.__dict__.get("kind") == cls.kind)
 
 
-def signature_problems(cls: type) -> list[str]:
-    """Each method of the kind's base class (and of Component) that `cls` overrides with parameters the callers cannot pass."""
-    problems = []
+def signature_problem(cls: type) -> str | None:
+    """The first method of the kind's base class (or of Component) that `cls` overrides with parameters its callers cannot pass."""
     for base in dict.fromkeys((kind_base(cls), Component)):
         for name, raw in base.__dict__.items():
             if name.startswith("_") or not isinstance(raw, (classmethod, staticmethod)) and not inspect.isfunction(raw):
                 continue
             want, have = getattr(base, name), getattr(cls, name)
-            if have is want or getattr(have, "__func__", None) is getattr(want, "__func__", want):
+            if getattr(have, "__func__", have) is getattr(want, "__func__", want):  # not overridden (a classmethod binds anew)
                 continue
             if not callable(have):
-                problems.append(f"{name} is not a method; {base.__name__} defines {name}{shown(want)}")
-                continue
+                return f"{name} is not a method; {base.__name__} defines {name}{shown(want)}"
             if not compatible(inspect.signature(want), inspect.signature(have)):
-                problems.append(f"{name}{shown(have)} does not match {base.__name__}.{name}{shown(want)}; "
-                                "keep the base's parameters, names and order (extra ones need defaults)")
-    return problems
+                return (f"{name}{shown(have)} does not match {base.__name__}.{name}{shown(want)}; "
+                        "keep the base's parameters, names and order (extra ones need defaults)")
+    return None
 
 
 def compatible(want: inspect.Signature, have: inspect.Signature) -> bool:
