@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from transferlab import PluginError, plugins
-from transferlab.registry import Registry
+from transferlab import plugins
 
 EVERY_OTHER = '''
 """A third-party plugin: keeps every other image of each class."""
@@ -67,8 +66,8 @@ def install_plugin(site: Path, dist: str, module: str, code: str, entry_name: st
 
 
 def cli(args: list[str], site: Path, **env: str) -> subprocess.CompletedProcess:
-    """Run the installed console script with `site` on the path."""
-    environ = os.environ | {"PYTHONPATH": str(site)} | env
+    """Run the installed console script with `site` first on the path (then the code under test, if PYTHONPATH names it)."""
+    environ = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))} | env
     script = Path(sys.executable).with_name("transferlab")
     return subprocess.run([str(script), *args], capture_output=True, text=True, env=environ, timeout=120)
 
@@ -97,19 +96,33 @@ def test_third_party_policy_is_listed_and_usable_from_the_cli(site):
 
 def test_allow_list_variable_limits_third_party_plugins(site):
     out = cli(["subset", "--policy", "every_other"], site, TRANSFERLAB_PLUGINS="")
-    assert out.returncode == 2 and "unknown policy 'every_other'" in out.stderr and "Traceback" not in out.stderr
-    assert cli(["plugins", "--json"], site, TRANSFERLAB_PLUGINS="every-other").returncode == 0
-    assert cli(["plugins", "--json"], site, TRANSFERLAB_PLUGINS="tl_every_other").returncode == 0
-    missing = cli(["plugins"], site, TRANSFERLAB_PLUGINS="no-such-plugin")
-    assert missing.returncode == 2 and "'no-such-plugin'" in missing.stderr and "every-other" in missing.stderr
-
-
-def test_two_plugins_with_one_name_is_an_error_naming_both(site):
-    install_plugin(site, "tl_clash", "tl_clash", CLASH, "clash")
-    out = cli(["plugins"], site)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "policy 'images_per_class' is registered by two plugins" in out.stderr
-    assert "'transferlab_subsets'" in out.stderr and "'clash'" in out.stderr
+    error = out.stderr.strip()
+    assert error.startswith("Error: unknown policy 'every_other': registered: all, ") and error.endswith(
+        "; installed plugins not loaded because TRANSFERLAB_PLUGINS leaves them out: 'every-other' (distribution tl_every_other)")
+    for allowed in ("every-other", "tl_every_other", "TL.Every_Other", "tl--every-other"):  # names compare as PEP 503 normalizes them
+        listed = cli(["plugins", "--json"], site, TRANSFERLAB_PLUGINS=allowed)
+        assert listed.returncode == 0 and "every_other" in {r["name"] for r in json.loads(listed.stdout)}, (allowed, listed.stderr)
+    missing = cli(["plugins"], site, TRANSFERLAB_PLUGINS="no-such-plugin")
+    assert missing.returncode == 2 and missing.stderr.strip() == ("Error: TRANSFERLAB_PLUGINS names 'no-such-plugin', but no installed distribution "
+                                                                  "provides it; installed plugins: 'every-other' (distribution tl_every_other)")
+
+
+def test_two_plugins_with_one_name_are_listed_as_a_problem_and_the_name_refused_naming_both(site):
+    install_plugin(site, "tl_clash", "tl_clash", CLASH, "clash")
+    clash = ("policy 'images_per_class' is registered by 2 plugins: 'transferlab_subsets' (transferlab_subsets.image_policies.ImagesPerClass) "
+             "and 'clash' (tl_clash.Mine); rename all but one, or leave the others out with TRANSFERLAB_PLUGINS")
+    listed = cli(["plugins", "--json"], site)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [r for r in rows if "problem" in r] == [{"kind": "policy", "name": "images_per_class", "plugins": ["transferlab_subsets", "clash"],
+                                                    "problem": clash}]
+    listed_policies = {r["name"] for r in rows if r["kind"] == "policy" and "problem" not in r}
+    assert "every_other" in listed_policies and "images_per_class" not in listed_policies
+    table = cli(["plugins"], site, COLUMNS="400")
+    assert table.returncode == 0 and "problems: 1 registrations refused" in table.stdout and "'clash' (tl_clash.Mine)" in table.stdout
+    used = cli(["subset", "--policy", "images_per_class(n=2)"], site)
+    assert used.returncode == 2 and used.stderr.strip() == f"Error: policy 'images_per_class' cannot be used: {clash}"
 
 
 def test_in_process_loading_and_reset(site, monkeypatch):
@@ -120,14 +133,3 @@ def test_in_process_loading_and_reset(site, monkeypatch):
     monkeypatch.setenv("TRANSFERLAB_PLUGINS", "")
     plugins.reset()
     assert "every_other" not in {e.name for e in plugins.get_registry().entries("policy")}
-
-
-def test_registry_checks_what_is_registered():
-    registry = Registry()
-    with pytest.raises(PluginError, match="not a Component dataclass"):
-        registry.add("policy", object, "p")
-    from transferlab_subsets.image_policies import ImagesPerClass
-    with pytest.raises(PluginError, match="as a source"):
-        registry.add("source", ImagesPerClass, "p")
-    registry.add("policy", ImagesPerClass, "p")
-    registry.add("policy", ImagesPerClass, "p")  # the same class twice is harmless

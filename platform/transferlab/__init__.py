@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from . import progress
+from .api_version import API_VERSION
 from .backbones import Backbone
 from .cache import atomic_path, cache_dir, cache_key, storage, text_bytes
 from .class_tree import ROOT, ClassTree
@@ -103,8 +104,8 @@ __all__ = [  # the public surface: everything a plugin needs (docs/plugins.md); 
     "Allocation", "Backbone", "Cell", "ClassTree", "Component", "DataIndex", "DownloadableSource", "FileSource", "Manifest", "Policy",
     "ROOT", "SPLITS", "SearchSpace", "Seeds", "Source", "SpaceContext", "Study", "Subset", "SubsetSource", "Task", "Training",
     "TransferContext",
-    # plugin hooks and errors
-    "CacheError", "DataError", "DivergedError", "PluginError", "PolicyError", "SpecError", "StorageError", "TransferlabError", "hookimpl",
+    # plugin hooks, the API's version and errors
+    "API_VERSION", "CacheError", "DataError", "DivergedError", "PluginError", "PolicyError", "SpecError", "StorageError", "TransferlabError", "hookimpl",
     # building components from specs
     "get_registry", "make_manifest", "policies", "select", "source",
     # helpers the built-in plugins use

@@ -12,12 +12,19 @@ from .errors import SpecError
 if TYPE_CHECKING:  # torch loads only when a network is built, keeping the CLI's start fast
     import torch
 
+    from .training_spec import Training
+
 
 @dataclasses.dataclass(frozen=True)
 class Backbone(Component):
     """Builds a randomly initialised network; features are the pooled penultimate activations."""
 
     kind = "backbone"
+
+    def check(self, training: Training) -> None:
+        """Refuse, with a SpecError saying what to change, a training recipe this network cannot follow; called before any
+        run is made. The default builds the network and passes one image of `training.resolution` pixels through it."""
+        check_resolution(self, training.resolution)
 
     def build(self, num_classes: int, resolution: int) -> torch.nn.Module:
         """A new network with a `num_classes`-way head for `resolution`-pixel inputs."""

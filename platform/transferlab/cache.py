@@ -11,10 +11,11 @@ import secrets
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import CacheError, StorageError
+from .specs import excerpt
 
 CACHE_ENV = "TRANSFERLAB_CACHE"
 # What each cache folder holds. The clearable ones are rebuilt on demand; the others are kept: a checkpoint is how a
@@ -53,10 +54,16 @@ def usage(folder: Path) -> tuple[int, int, int]:
     return len(files), sum(getattr(s, "st_blocks", s.st_size // 512) * 512 for s in stats), sum(s.st_size for s in stats)
 
 
-def clear(kind: str) -> tuple[int, int]:
-    """Delete one clearable cache folder; return (files, bytes on disk) freed."""
-    if kind not in CLEARABLE:
-        raise CacheError(f"cannot clear {kind!r}: clearable caches are {', '.join(CLEARABLE)} (checkpoints and locks are kept for resuming runs)")
+def check_clearable(kind: str, clearable: Iterable[str] = tuple(CLEARABLE)) -> None:
+    """A CacheError unless `kind` is one of `clearable` (CLEARABLE, and the folders plugins registered)."""
+    clearable = list(clearable)
+    if kind not in clearable:
+        raise CacheError(f"cannot clear {excerpt(kind)}: clearable caches are {', '.join(clearable)} (checkpoints and locks are kept for resuming runs)")
+
+
+def clear(kind: str, clearable: Iterable[str] = tuple(CLEARABLE)) -> tuple[int, int]:
+    """Delete one clearable cache folder (see check_clearable); return (files, bytes on disk) freed."""
+    check_clearable(kind, clearable)
     folder = cache_root() / kind
     with contextlib.ExitStack() as held:
         for lock in sorted(folder.glob("*.lock")):  # a build in progress holds its lock: refuse rather than pull its files away

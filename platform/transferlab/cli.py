@@ -16,7 +16,7 @@ from rich.table import Table
 from . import __version__
 from . import policies as parse_policies
 from . import source as parse_source
-from .cache import CACHE_ENV, CLEARABLE, KEPT, cache_root, clear, usage
+from .cache import CACHE_ENV, CLEARABLE, KEPT, cache_root, check_clearable, clear, usage
 from .components import signature
 from .defaults import DEFAULTS, SEARCH_DEFAULTS, STUDY_DEFAULTS
 from .errors import SpecError, TransferlabError
@@ -133,14 +133,16 @@ def cli():
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def plugins(as_json: bool):
-    """List every registered component: kind, name, plugin, parameters."""
+    """List every registered component (kind, name, plugin, parameters), then the registrations refused and why (exit 0)."""
+    registry = get_registry()
     rows = [
         {"kind": e.kind, "name": e.name, "plugin": e.plugin, "signature": signature(e.cls),
          "doc": (e.cls.__doc__ or "").strip().splitlines()[0] if e.cls.__doc__ else ""}
-        for e in get_registry().entries()
+        for e in registry.entries()
     ]
+    problems = [{"kind": p.kind, "name": p.name, "plugins": list(p.plugins), "problem": p.message} for p in registry.problems()]
     if as_json:
-        click.echo(json.dumps(rows, indent=1))
+        click.echo(json.dumps(rows + problems, indent=1))
         return
     for kind in dict.fromkeys(r["kind"] for r in rows):
         table = Table(title=KIND_HOOKS[kind].removeprefix("register_"), title_justify="left")  # the plural: policies, studies
@@ -150,6 +152,12 @@ def plugins(as_json: bool):
         for r in rows:
             if r["kind"] == kind:
                 table.add_row(r["name"], r["plugin"], f"{escape(r['signature'])}\n[dim]{escape(r['doc'])}[/]")
+        console.print(table)
+    if problems:
+        table = Table("kind", "name", "plugins", "problem", title=f"problems: {len(problems)} registrations refused (their names cannot be used)",
+                      title_justify="left", title_style="bold red")
+        for p in problems:
+            table.add_row(p["kind"], p["name"] or "-", ", ".join(p["plugins"]), escape(p["problem"]))
         console.print(table)
 
 
@@ -246,15 +254,20 @@ def tree(class_list: str | None, source_spec: str | None, depth: int | None, out
 
 
 @cli.command()
-@click.option("--clear", "kinds", multiple=True, type=click.Choice(list(CLEARABLE)), help="Delete a cache folder; repeatable.")
+@click.option("--clear", "kinds", multiple=True, metavar="FOLDER",
+              help=f"Delete a cache folder ({', '.join(CLEARABLE)}, or one a plugin registered); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the folders as JSON.")
 def cache(kinds: tuple[str, ...], as_json: bool):
     """Show what the cache folder holds (files, disk used), or clear parts of it; cleared caches are rebuilt when needed."""
+    holds = CLEARABLE | KEPT | {c.name: f"{c.holds} (plugin {c.plugin})" for c in get_registry().caches().values()}
+    clearable = [*CLEARABLE, *get_registry().caches()]
+    for kind in kinds:  # every one checked before any is deleted
+        check_clearable(kind, clearable)
     for kind in kinds:
-        files, freed = clear(kind)
+        files, freed = clear(kind, clearable)
         click.echo(f"cleared {kind}: {files} files, {freed / 2**20:,.1f} MiB", err=as_json)
     root = cache_root()
-    rows = [{"folder": p.name, "holds": CLEARABLE.get(p.name) or KEPT.get(p.name, ""), **dict(zip(("files", "disk_bytes", "bytes"), usage(p)))}
+    rows = [{"folder": p.name, "holds": holds.get(p.name, ""), **dict(zip(("files", "disk_bytes", "bytes"), usage(p)))}
             for p in sorted(root.iterdir() if root.is_dir() else []) if p.is_dir()]
     total = {key: sum(r[key] for r in rows) for key in ("files", "disk_bytes", "bytes")}
     if as_json:
@@ -263,7 +276,7 @@ def cache(kinds: tuple[str, ...], as_json: bool):
     table = Table("folder", "holds", "files", "on disk", "size", title=f"cache: {escape(str(root))}  (${CACHE_ENV})", title_justify="left",
                   show_footer=True)
     for r in rows:
-        table.add_row(r["folder"], r["holds"], str(r["files"]), mib(r["disk_bytes"]), mib(r["bytes"]))
+        table.add_row(r["folder"], escape(r["holds"]), str(r["files"]), mib(r["disk_bytes"]), mib(r["bytes"]))
     for column, footer in zip(table.columns, ("total", "", str(total["files"]), mib(total["disk_bytes"]), mib(total["bytes"]))):
         column.footer = footer
     console.print(table)

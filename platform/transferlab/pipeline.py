@@ -27,7 +27,7 @@ from rich.console import Console
 from . import __version__, progress, runs, tracking
 from . import policies as parse_policies
 from . import source as parse_source
-from .backbones import Backbone, check_resolution
+from .backbones import Backbone
 from .cache import cache_dir, cache_key
 from .components import signature
 from .defaults import DEFAULTS
@@ -103,11 +103,12 @@ class PretrainSpec:
                          f"recipe{RECIPE_VERSION}")
 
     def prepare(self) -> Manifest:
-        """What can fail before any run exists: the manifest (policy errors), the training device (e.g. 'cuda' on a CPU
-        machine) and the backbone at the training resolution."""
+        """What can fail before any run exists: the source's own check (`Source.check`), the manifest (policy errors), the
+        training device (e.g. 'cuda' on a CPU machine) and the backbone's check of the recipe (`Backbone.check`)."""
+        self.source.check()
         manifest = make_manifest(self.source, self.policies, self.seed)
         resolve_device(self.training.device)
-        check_resolution(self.backbone, self.training.resolution)
+        self.backbone.check(self.training)
         return manifest
 
     def run_name(self) -> str:
@@ -135,9 +136,10 @@ class TransferSpec:
         return spec
 
     def check(self) -> None:
-        """The target can be measured: its index builds, with training and test images (val is carved from train if
-        missing), and every task's own preconditions hold (`Task.check`). Done before any pretraining or run, so a bad
-        target costs nothing."""
+        """The target can be measured: its own check passes (`Source.check`), its index builds, with training and test
+        images (val is carved from train if missing), and every task's own preconditions hold (`Task.check`). Done before
+        any pretraining or run, so a bad target costs nothing."""
+        self.target.check()
         index = self.target.index
         for split, why in (("train", "to fit the transfer tasks"), ("test", "transfer reports accuracy on held-out test images")):
             if not len(index.split_samples(split)):

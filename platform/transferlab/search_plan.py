@@ -84,7 +84,9 @@ class SearchPlan:
             raise SpecError(f"--task is the one transfer task that scores a trial (e.g. knn or linear), got {excerpt(args.task)}")
         plan = cls(args, parse_source(args.source), target, get_registry().parse("space", args.space),
                    get_registry().parse("backbone", args.backbone), parse_training(args.training), objectives)
+        plan.source.check()
         plan.space.check(plan.context)
+        plan.backbone.check(plan.training)
         target.check()
         return plan
 

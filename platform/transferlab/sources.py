@@ -20,6 +20,10 @@ class Source(Component):
     label_params: ClassVar[tuple[str, ...]] = ()  # parameters metric labels leave out: label() accounts for them
     has_images: ClassVar[bool] = True  # False for class lists, whose samples stand for classes, not images
 
+    def check(self) -> None:
+        """Refuse, with a DataError naming what is missing (the root folder, say), a source whose data cannot be read; called
+        before its index is built and before any run is made, so it must be cheap (no scan, no image)."""
+
     def build_index(self) -> DataIndex:
         """Enumerate samples (cached by the caller)."""
         raise NotImplementedError(f"source {self.name} does not implement build_index()")

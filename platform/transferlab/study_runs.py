@@ -79,6 +79,7 @@ class StudyPlan:
         if not users:
             raise SpecError("a study needs at least one --target")
         src, net, recipe = parse_source(source), get_registry().parse("backbone", backbone), parse_training(training)
+        src.check()  # before the study's cells read its index
         for text in users:
             TransferSpec.parse(text, tasks)  # the user's targets and tasks, checked once before the cells
         cells = [dataclasses.replace(c, targets=tuple(dict.fromkeys(c.targets + users[1:]))) for c in chosen.checked_cells(src, users[0])]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from typing import TYPE_CHECKING, Literal
 
-from transferlab import Backbone, SpecError
+from transferlab import Backbone, SpecError, Training
 
 if TYPE_CHECKING:
     import torch
@@ -48,6 +49,17 @@ class TimmBackbone(Backbone):
         if not (0 <= self.drop_path_rate < 1 and 0 <= self.drop_rate < 1):
             raise SpecError(f"backbone timm: drop_path_rate and drop_rate must lie in [0, 1), got {self.drop_path_rate} and {self.drop_rate}")
 
+    def check(self, training: Training) -> None:
+        """A patch-embedding model (ViT, DeiT, Swin, ...) needs a resolution its patch size divides, else it silently cuts
+        off the rest of every image; then the base check: one image through the network."""
+        resolution, patch = training.resolution, patch_size(self.model, training.resolution)
+        if patch and resolution % patch:
+            lower, upper = resolution - resolution % patch, resolution - resolution % patch + patch
+            raise SpecError(f"backbone {self.spec()} cannot train at {resolution} px: its patches are {patch} px, so the last "
+                            f"{resolution % patch} px of every image would be ignored; use a multiple of {patch}, such as "
+                            f"{' or '.join(map(str, filter(None, (lower, upper))))}")
+        super().check(training)
+
     def build(self, num_classes: int, resolution: int) -> torch.nn.Module:
         """`timm.create_model(model, pretrained=False, num_classes=...)`, its stem adapted to the resolution."""
         import timm
@@ -64,6 +76,20 @@ class TimmBackbone(Backbone):
     def uses_small_stem(self, resolution: int) -> bool:
         """Whether `build` gives the model the CIFAR stem at this resolution."""
         return self.small_stem == "on" or (self.small_stem == "auto" and resolution <= SMALL_IMAGES and is_resnet(self.model))
+
+
+@functools.cache
+def patch_size(model: str, resolution: int) -> int | None:
+    """The side of a fixed-size timm model's square patches (None for other models), read from one built without memory."""
+    import timm
+    import torch
+
+    if not getattr(timm.models.get_pretrained_cfg(model), "fixed_input_size", False):
+        return None
+    with torch.device("meta"):
+        network = timm.create_model(model, pretrained=False, num_classes=2, img_size=resolution)
+    size = getattr(getattr(network, "patch_embed", None), "patch_size", None)
+    return int(size[0]) if isinstance(size, tuple) else size
 
 
 def is_resnet(model: str) -> bool:
