@@ -180,22 +180,23 @@ def test_decoding_files_runs_at_most_one_decode_per_cpu(tmp_path, small_chunks, 
         for i in range(48):
             Image.new("RGB", (8, 8), (k, i, 0)).save(tmp_path / folder / f"{i}.png")  # no two alike: copies are indexed once
     active, peak, lock = 0, 0, threading.Lock()
-    decode = image_folder.decode_image
+    decode = images.decode_image
 
-    def counting(path, size=None):
+    def counting(path, size=None, cap=None):
         nonlocal active, peak
         with lock:
             active += 1
             peak = max(peak, active)
         try:
             time.sleep(0.005)  # stands in for decoding a large image
-            return decode(path, size)
+            return decode(path, size, cap)
         finally:
             with lock:
                 active -= 1
 
-    monkeypatch.setattr(image_folder, "decode_image", counting)
+    monkeypatch.setattr(images, "decode_image", counting)
     monkeypatch.setattr(images, "usable_cpus", lambda: 3)
+    monkeypatch.setattr(images, "PROCESS_FROM", 1000)  # in threads of this process, where the counting decode runs
     src = image_folder.ImageFolder(str(tmp_path), val_fraction=0.0)
     assert ic.image_cache(src, 8, workers=3).shape == (96, 8, 8, 3)
     assert 1 < peak <= 3  # in parallel, one level of threads: not 3 jobs × a pool each

@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .cache import atomic_path, cache_dir, cache_key, storage
 from .errors import DataError
-from .images import decode_serially, usable_cpus
+from .images import decode_serially, gpu_decoding, usable_cpus
 from .sources import Source
 
 FORMAT_VERSION = 3  # bump when the layout, the decoding or the resizing changes, so old caches are not reused
@@ -55,8 +55,10 @@ def image_cache(source: Source, resolution: int, rows: np.ndarray | None = None,
 
 
 def cache_path(source: Source, resolution: int) -> Path:
-    """The .npy file of a source at a resolution; the name depends on the source's pixel identity and the resolution only."""
-    return cache_dir("images") / f"{source.name}-{resolution}px-{cache_key(source.pixels_key, resolution, FORMAT_VERSION)}.npy"
+    """The .npy file of a source at a resolution; the name depends on the source's pixel identity, the resolution and,
+    where JPEGs decode with nvjpeg (whose pixels differ slightly from Pillow's), on that."""
+    key = cache_key(source.pixels_key, resolution, FORMAT_VERSION, *(("nvjpeg",) if gpu_decoding() else ()))
+    return cache_dir("images") / f"{source.name}-{resolution}px-{key}.npy"
 
 
 def record_path(path: Path) -> Path:
@@ -194,7 +196,7 @@ def decode(source: Source, resolution: int, filling: Filling, missing: np.ndarra
     with progress_bar(f"decoding {source.spec()} at {resolution} px", len(missing)) as advance:
         try:
             advance(fill(filling, source, jobs[0], resolution))  # alone: a source may set up shared state on first load
-            with ThreadPoolExecutor(max_workers=workers, initializer=decode_serially) as pool:  # one level of threads
+            with ThreadPoolExecutor(max_workers=workers, initializer=decode_serially) as pool:  # each job decodes in one process
                 futures = [pool.submit(fill, filling, source, rows, resolution) for rows in jobs[1:]]
                 try:
                     for future in as_completed(futures):
