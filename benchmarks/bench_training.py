@@ -154,7 +154,8 @@ def main() -> int:
     console.print(table)
     print(f"RESULT ratio {ratio:.3f} (target ≥ {target:.2f}: {'PASS' if ratio >= target else 'FAIL'}) on {device_name(device)}: "
           f"platform {max(platform):,.0f} / bare {max(bare):,.0f} images/s, streamed {max(streamed):,.0f}; {args.backbone} "
-          f"{args.resolution} px, batch {args.batch_size}, compile {args.compile}, torch {torch.__version__}")
+          f"{args.resolution} px, batch {args.batch_size}, compile {args.compile}, torch {torch.__version__}"
+          + (f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB" if device.type == "cuda" else ""))
     return 0 if ratio >= target else 1
 
 
