@@ -25,9 +25,9 @@ MAX_ITER = 1000
 TARGET_POINTS = 0.5  # largest accepted test top-1 difference, in points
 
 
-def penultimate_like(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def penultimate_like(seed: int = 0, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Non-negative, correlated 512-d features of 20 overlapping classes (ReLU of a random projection), float32."""
-    x, y = make_classification(n_samples=TRAIN + VAL + TEST, n_features=64, n_informative=48, n_redundant=0, n_classes=CLASSES,
+    x, y = make_classification(n_samples=round((TRAIN + VAL + TEST) * scale), n_features=64, n_informative=48, n_redundant=0, n_classes=CLASSES,
                                n_clusters_per_class=2, class_sep=1.5, flip_y=0.02, random_state=seed)
     projection = np.random.default_rng(seed).standard_normal((64, DIM)) / 8
     return np.maximum(x @ projection, 0).astype(np.float32), y.astype(np.int64)
@@ -61,23 +61,45 @@ def timed(fn, device: torch.device | None = None):
     return result, time.perf_counter() - start
 
 
-def main() -> int:
-    """Print one row per implementation and device; exit 1 when an accuracy differs by more than TARGET_POINTS."""
-    x, y = penultimate_like()
-    bounds = np.cumsum([0, TRAIN, VAL, TEST])
+def measure(scale: float = 1.0) -> dict:
+    """scikit-learn's seconds and result, and per device ours, on `scale` × the default sizes."""
+    x, y = penultimate_like(scale=scale)
+    bounds = np.cumsum([0, *(round(k * scale) for k in (TRAIN, VAL, TEST))])
     splits = [(x[a:b], y[a:b]) for a, b in zip(bounds, bounds[1:])]
     reference, sklearn_s = timed(lambda: sklearn_probe(*splits, L2_GRID))
+    ours = {}
+    for device in [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else []):
+        tensors = [to_device(*split, device) for split in splits]
+        timed(lambda: linear_probe(*tensors, CLASSES, L2_GRID[-3:], MAX_ITER), device)  # warm-up: kernels, allocator
+        ours[device] = timed(lambda: linear_probe(*tensors, CLASSES, L2_GRID, MAX_ITER), device)
+    return {"reference": reference, "sklearn_s": sklearn_s, "ours": ours, "sizes": np.diff(bounds).tolist()}
+
+
+def rows(tiny: bool = False) -> list[dict]:
+    """The suite's rows per device: speed-up over scikit-learn and the test top-1 difference."""
+    from benchmarks.suite import row
+
+    m = measure(0.2 if tiny else 1.0)
+    out = []
+    for device, (ours, seconds) in m["ours"].items():
+        delta = ours["test_top1"] - m["reference"]["test_top1"]
+        out += [row("linear_probe", f"scikit-learn ÷ torch linear probe time, {device_name(device)}, {'/'.join(map(str, m['sizes']))} × {DIM}-d",
+                    m["sklearn_s"] / seconds, "×", "", None),
+                row("linear_probe", f"  test top-1 minus scikit-learn's, {device.type}", delta, "points", f"|Δ| ≤ {TARGET_POINTS}", abs(delta) <= TARGET_POINTS)]
+    return out
+
+
+def main() -> int:
+    """Print one row per implementation and device; exit 1 when an accuracy differs by more than TARGET_POINTS."""
+    m = measure()
+    reference, sklearn_s = m["reference"], m["sklearn_s"]
     table = Table("implementation", "device", "time", "speed-up vs sklearn", "chosen l2", "val top-1", "test top-1", "Δ test (points)", "result",
                   title=f"linear probe: {TRAIN:,} train / {VAL:,} val / {TEST:,} test × {DIM}-d, {CLASSES} classes, "
                         f"{len(L2_GRID)} strengths {min(L2_GRID):g}..{max(L2_GRID):g}, L-BFGS history {HISTORY}, tol {TOLERANCE:g}")
     table.add_row("scikit-learn LogisticRegression(lbfgs)", f"cpu ({torch.get_num_threads()} threads)", f"{sklearn_s:.2f} s", "1.00",
                   f"{reference['l2']:g}", f"{reference['val_top1']:.2f}", f"{reference['test_top1']:.2f}", "", "")
     failed = False
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    for device in devices:
-        tensors = [to_device(*split, device) for split in splits]
-        timed(lambda: linear_probe(*tensors, CLASSES, L2_GRID[-3:], MAX_ITER), device)  # warm-up: kernels, allocator
-        ours, seconds = timed(lambda: linear_probe(*tensors, CLASSES, L2_GRID, MAX_ITER), device)
+    for device, (ours, seconds) in m["ours"].items():
         delta = ours["test_top1"] - reference["test_top1"]
         failed |= abs(delta) > TARGET_POINTS
         table.add_row("transferlab linear (torch L-BFGS)", device_name(device), f"{seconds:.2f} s", f"{sklearn_s / seconds:.2f}",

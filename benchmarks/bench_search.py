@@ -166,37 +166,61 @@ def saving_row() -> tuple[str, float, float, float] | None:
     return str(found[0].relative_to(ROOT)), seen, seen / (1 - saved) if saved < 1 else float("inf"), saved
 
 
-def main() -> int:
+def measure(trials: int = TRIALS, rounds: tuple = ROUNDS, warm: bool = True) -> dict:
+    """Both arms' timings per round, the overhead ratio (the larger of both measures) and its parts."""
     sys.path[:0] = [str(ROOT / "platform"), str(ROOT / "plugins")]
     import torch
-    from rich.console import Console
-    from rich.table import Table
 
     torch.set_num_threads(1)  # a shared 2-core machine: one thread keeps both arms' timings comparable
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     search, direct, chosen = [], [], None
     with tempfile.TemporaryDirectory() as tmp:
         folders = (Path(tempfile.mkdtemp(dir=tmp)) for _ in range(100))
-        _, warm = search_arm(next(folders), 2)  # warm-up, thrown away: imports, torch kernels, plotting
-        direct_arm(next(folders), warm[:1])
-        for order in ROUNDS:
+        if warm:
+            _, warmed = search_arm(next(folders), 2)  # warm-up, thrown away: imports, torch kernels, plotting
+            direct_arm(next(folders), warmed[:1])
+        for order in rounds:
             for arm in order:
                 if arm == "search":
-                    got, allocated = search_arm(next(folders))
+                    got, allocated = search_arm(next(folders), trials)
                     if chosen and [a.policy for a in allocated] != [a.policy for a in chosen]:
                         raise SystemExit("the seeded search proposed other allocations in another round")
                     search.append(got)
                     chosen = allocated
                 else:
                     direct.append(direct_arm(next(folders), chosen))
-    distinct = len({(a.policy, a.training.spec()) for a in chosen})
     fastest_search, fastest_direct = min(search, key=lambda a: a.total.wall), min(direct, key=lambda a: a.total.wall)
-    trial_s = fastest_direct.total.wall / TRIALS
-    between = (fastest_search.total.wall - fastest_direct.total.wall) / TRIALS
-    within = (fastest_search.total.wall - fastest_search.inner.wall) / TRIALS
-    within_trial_s = fastest_search.inner.wall / TRIALS
-    cpu = (min(a.total.cpu for a in search) - min(a.total.cpu for a in direct)) / TRIALS
-    ratio = max(between / trial_s, within / within_trial_s)
+    trial_s = fastest_direct.total.wall / trials
+    between = (fastest_search.total.wall - fastest_direct.total.wall) / trials
+    within = (fastest_search.total.wall - fastest_search.inner.wall) / trials
+    within_trial_s = fastest_search.inner.wall / trials
+    cpu = (min(a.total.cpu for a in search) - min(a.total.cpu for a in direct)) / trials
+    return {"search": search, "direct": direct, "chosen": chosen, "fastest_search": fastest_search, "trial_s": trial_s, "between": between,
+            "within": within, "within_trial_s": within_trial_s, "cpu": cpu, "ratio": max(between / trial_s, within / within_trial_s),
+            "saving": saving_row()}
+
+
+def rows(tiny: bool = False) -> list[dict]:
+    """The suite's rows: overhead per trial (at --tiny 2 trials, one round each, no warm-up) and the committed search's pruning saving."""
+    from benchmarks.suite import row
+
+    m = measure(2, (("search", "direct"),), warm=False) if tiny else measure()
+    out = [row("search", f"search overhead per tiny trial ÷ trial wall ({len(m['chosen'])} trials)", m["ratio"], "×", f"≤ {OVERHEAD_TARGET}",
+               m["ratio"] <= OVERHEAD_TARGET)]
+    if m["saving"]:
+        out.append(row("search", f"pruning saved, images seen ({m['saving'][0]})", 100 * m["saving"][3], "%", f"≥ {SAVING_TARGET:.0%}",
+                       m["saving"][3] >= SAVING_TARGET))
+    return out
+
+
+def main() -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    m = measure()
+    search, direct, chosen, fastest_search = m["search"], m["direct"], m["chosen"], m["fastest_search"]
+    trial_s, between, within, within_trial_s, cpu, ratio = m["trial_s"], m["between"], m["within"], m["within_trial_s"], m["cpu"], m["ratio"]
+    distinct = len({(a.policy, a.training.spec()) for a in chosen})
     table = Table("what (fastest round of each arm)", "seconds", "÷ trial wall",
                   title=f"search overhead: {TRIALS} tiny trials ({distinct} distinct allocations), {len(ROUNDS)} rounds")
     for i, (one, other) in enumerate(zip(search, direct)):
@@ -207,7 +231,7 @@ def main() -> int:
     table.add_row("overhead per trial: search arm - its library calls", f"{within:.3f}", f"{within / within_trial_s:.3f}")
     table.add_row("CPU overhead per trial: search arm - direct arm", f"{cpu:.3f}", f"{cpu / trial_s:.3f}")
     table.add_row("search end (best on test, report), excluded", f"{fastest_search.end.wall:.2f}", "")
-    saving = saving_row()
+    saving = m["saving"]
     if saving:
         csv, run, full, saved = saving
         table.add_row(f"images trained on with pruning ({csv})", f"{run:,.0f}", "")

@@ -55,20 +55,36 @@ def import_breakdown(args: list[str], env: dict[str, str]) -> tuple[float, Count
     return total, by_package
 
 
+def measure(commands: dict[str, list[str]] = COMMANDS, repeats: int = REPEATS, breakdown: bool = True) -> dict:
+    """Per command: median wall and CPU seconds of `repeats` fresh starts, and (if `breakdown`) the import breakdown."""
+    out = {}
+    with tempfile.TemporaryDirectory() as folder:
+        env = environment(Path(folder))
+        for name, args in commands.items():
+            timed(args, env)  # warm: the synthetic index is built once, as for any user after the first call
+            runs = [timed(args, env) for _ in range(repeats)]
+            wall, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+            out[name] = (wall, cpu, *(import_breakdown(args, env) if breakdown else (float("nan"), Counter())))
+    return out
+
+
+def rows(tiny: bool = False) -> list[dict]:
+    """The suite's rows: median start-up per command (at --tiny two commands, one start each)."""
+    from benchmarks.suite import row
+
+    m = measure({k: COMMANDS[k] for k in ("plugins", "subset")} if tiny else COMMANDS, 1 if tiny else REPEATS, breakdown=False)
+    return [row("startup", f"`transferlab {' '.join(COMMANDS[name])}` start-up (median wall)", wall, "s", f"< {TARGET_S} s", wall < TARGET_S)
+            for name, (wall, _, _, _) in m.items()]
+
+
 def main() -> None:
     table = Table("command", "median wall s", "median CPU s", "import s", f"largest imports (self s, top {TOP})",
                   title=f"start-up, median of {REPEATS} (`python -m transferlab ...`, {os.cpu_count()} CPUs visible)")
     worst = 0.0
-    with tempfile.TemporaryDirectory() as folder:
-        env = environment(Path(folder))
-        for name, args in COMMANDS.items():
-            timed(args, env)  # warm: the synthetic index is built once, as for any user after the first call
-            runs = [timed(args, env) for _ in range(REPEATS)]
-            wall, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
-            total, packages = import_breakdown(args, env)
-            top = ", ".join(f"{p} {s:.2f}" for p, s in packages.most_common(TOP))
-            table.add_row(name, f"{wall:.2f}", f"{cpu:.2f}", f"{total:.2f}", top)
-            worst = max(worst, wall)
+    for name, (wall, cpu, total, packages) in measure().items():
+        top = ", ".join(f"{p} {s:.2f}" for p, s in packages.most_common(TOP))
+        table.add_row(name, f"{wall:.2f}", f"{cpu:.2f}", f"{total:.2f}", top)
+        worst = max(worst, wall)
     Console(width=200).print(table)
     heavy = [p for p in ("torch", "timm", "mlflow", "matplotlib") if p in packages]
     print(f"RESULT slowest median start-up {worst:.2f} s (target < {TARGET_S} s): {'PASS' if worst < TARGET_S else 'FAIL'}"

@@ -39,7 +39,8 @@ def timed(args: list[str], env: dict[str, str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def measure() -> dict:
+    """Wall seconds of one study and of its cells as separate runs."""
     sys.path[:0] = [str(ROOT / "platform"), str(ROOT / "plugins")]
     from transferlab.study_runs import StudyPlan
 
@@ -50,10 +51,24 @@ def main() -> None:
         separate_s = sum(timed(["run", "--source", SOURCE, "--policy", job.cell.policy, "--backbone", BACKBONE,
                                 "--training", job.pretrain.training.spec(), "--seed", str(job.seed), "--target", TARGET, "--tasks", "knn"],
                                environment(Path(b)), Path(b)) for job in plan.jobs)
-    ratio = study_s / separate_s
+    return {"cells": len(plan.jobs), "study_s": study_s, "separate_s": separate_s, "ratio": study_s / separate_s}
+
+
+def rows(tiny: bool = False) -> list[dict]:
+    """The suite's row: study ÷ separate runs (the same at --tiny, where the suite leaves it out: about 2 minutes on 2 cores)."""
+    from benchmarks.suite import row
+
+    m = measure()
+    return [row("study_overhead", f"one `transferlab study` of {m['cells']} tiny cells ÷ separate `transferlab run`s", m["ratio"], "×",
+                f"≤ {TARGET_RATIO}", m["ratio"] <= TARGET_RATIO)]
+
+
+def main() -> None:
+    m = measure()
+    plan_jobs, study_s, separate_s, ratio = range(m["cells"]), m["study_s"], m["separate_s"], m["ratio"]
     table = Table("what", "cells", "wall s", title=f"study overhead: {STUDY} on a tiny synthetic source")
-    table.add_row("one `transferlab study`", str(len(plan.jobs)), f"{study_s:.1f}")
-    table.add_row("separate `transferlab run` calls", str(len(plan.jobs)), f"{separate_s:.1f}")
+    table.add_row("one `transferlab study`", str(len(plan_jobs)), f"{study_s:.1f}")
+    table.add_row("separate `transferlab run` calls", str(len(plan_jobs)), f"{separate_s:.1f}")
     table.add_row("ratio study ÷ separate", "", f"{ratio:.2f}")
     Console().print(table)
     print(f"RESULT study/separate ratio {ratio:.2f} (target <= {TARGET_RATIO}): {'PASS' if ratio <= TARGET_RATIO else 'FAIL'}")

@@ -67,22 +67,11 @@ def platform_loop(backbone, model, images, manifest, spec: Training, folder: Pat
     return logged[-1]["pretrain.images_per_s"]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-
-    def default(name: str) -> str:
-        return f"default: {DEFAULTS['cpu'][name]} on CPU, {DEFAULTS['cuda'][name]} on CUDA"
-
-    parser.add_argument("--backbone", help=default("backbone"))
-    parser.add_argument("--resolution", type=int, help=default("resolution"))
-    parser.add_argument("--batch-size", type=int, help=default("batch_size"))
-    parser.add_argument("--steps", type=int, help="optimizer steps per timed repeat; " + default("steps"))
-    parser.add_argument("--repeats", type=int, help=default("repeats"))
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--compile", action="store_true")
-    args = parser.parse_args()
-
+def measure(backbone: str | None = None, resolution: int | None = None, batch_size: int | None = None, steps: int | None = None,
+            repeats: int | None = None, device: str = "auto", compile: bool = False) -> dict:
+    """Images/s of the bare loop, the platform resident and streamed, per repeat, with what was run (None: the device's DEFAULTS)."""
     began = time.perf_counter()
+    args = argparse.Namespace(backbone=backbone, resolution=resolution, batch_size=batch_size, steps=steps, repeats=repeats, device=device, compile=compile)
     with tempfile.TemporaryDirectory() as folder:
         os.environ[CACHE_ENV] = folder
         device = resolve_device(args.device)
@@ -113,14 +102,46 @@ def main() -> int:
             bare.append(bare_loop(net, data, labels, spec, device))
             platform.append(platform_loop(backbone, model, images, manifest, spec, Path(folder), run))
             streamed.append(platform_loop(backbone, model, images, manifest, streaming, Path(folder), 100 + run))
+    return {"args": args, "device": device, "backbone": backbone, "n": n, "samples": len(manifest.samples), "resident": resident,
+            "data_seconds": data_seconds, "bare": bare, "platform": platform, "streamed": streamed, "ratio": max(platform) / max(bare),
+            "target": TARGET.get(device.type, TARGET["cuda"])}
 
-    ratio = max(platform) / max(bare)
-    target = TARGET.get(device.type, TARGET["cuda"])
+
+def rows(tiny: bool = False) -> list[dict]:
+    """The suite's rows: platform ÷ bare loop (resident), and streamed from the cache ÷ bare."""
+    from benchmarks.suite import row
+
+    m = measure(**({"steps": 3, "repeats": 1, "batch_size": 32} if tiny else {}))
+    what = f"{m['backbone'].spec()} {m['args'].resolution} px, batch {m['args'].batch_size} on {device_name(m['device'])}"
+    return [row("training", f"pretrain ÷ bare loop, subset resident: {what}", m["ratio"], "×", f"≥ {m['target']:.2f}", m["ratio"] >= m["target"]),
+            row("training", "pretrain streamed from the memory-mapped cache ÷ bare loop", max(m["streamed"]) / max(m["bare"]), "×", "", None),
+            row("training", "bare loop", max(m["bare"]), "images/s", "", None)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+
+    def default(name: str) -> str:
+        return f"default: {DEFAULTS['cpu'][name]} on CPU, {DEFAULTS['cuda'][name]} on CUDA"
+
+    parser.add_argument("--backbone", help=default("backbone"))
+    parser.add_argument("--resolution", type=int, help=default("resolution"))
+    parser.add_argument("--batch-size", type=int, help=default("batch_size"))
+    parser.add_argument("--steps", type=int, help="optimizer steps per timed repeat; " + default("steps"))
+    parser.add_argument("--repeats", type=int, help=default("repeats"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args()
+
+    began = time.perf_counter()
+    m = measure(args.backbone, args.resolution, args.batch_size, args.steps, args.repeats, args.device, args.compile)
+    args, device, backbone, n, bare, platform, streamed = m["args"], m["device"], m["backbone"], m["n"], m["bare"], m["platform"], m["streamed"]
+    ratio, target, resident, data_seconds = m["ratio"], m["target"], m["resident"], m["data_seconds"]
     console = Console(width=140)
     console.print(f"[bold]{backbone.spec()}[/] at {args.resolution} px, batch {args.batch_size}, {n // args.batch_size} steps × "
                   f"{args.repeats} repeats on {device_name(device)}; torch {torch.__version__}; subset resident: {resident}; "
                   f"bf16 autocast + channels_last: {device.type == 'cuda'}; compile: {args.compile}")
-    console.print(f"{len(manifest.samples):,} synthetic images generated and cached in {data_seconds:.1f} s; whole benchmark "
+    console.print(f"{m['samples']:,} synthetic images generated and cached in {data_seconds:.1f} s; whole benchmark "
                   f"{time.perf_counter() - began:.1f} s" + (f"; {ANCHOR}" if device.type == "cuda" else ""))
     table = Table()
     for column in ("loop", "median images/s", "best images/s", "all runs"):
@@ -133,7 +154,8 @@ def main() -> int:
     console.print(table)
     print(f"RESULT ratio {ratio:.3f} (target ≥ {target:.2f}: {'PASS' if ratio >= target else 'FAIL'}) on {device_name(device)}: "
           f"platform {max(platform):,.0f} / bare {max(bare):,.0f} images/s, streamed {max(streamed):,.0f}; {args.backbone} "
-          f"{args.resolution} px, batch {args.batch_size}, compile {args.compile}, torch {torch.__version__}")
+          f"{args.resolution} px, batch {args.batch_size}, compile {args.compile}, torch {torch.__version__}"
+          + (f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB" if device.type == "cuda" else ""))
     return 0 if ratio >= target else 1
 
 

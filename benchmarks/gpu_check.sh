@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check of transferlab: the one script a session with a GPU machine runs. An estimated 4-6 minutes on an H100; every
-# step is bounded with `timeout` and the steps share a budget (GPU_CHECK_BUDGET, 420 s), so it ends within 8 minutes.
+# step is bounded with `timeout` and the steps share a budget (GPU_CHECK_BUDGET, 340 s), so it ends within 6 minutes.
 #
 # From the project root, optionally after `../shared/device/prepare-wheels.sh .whl` (mlflow, optuna, nltk for the device
 # image; no step here needs them, so the check runs without), call the device tool once:
@@ -13,14 +13,17 @@
 #
 # Steps, in order (keys for GPU_CHECK_ONLY): env (nvidia-smi, versions), wheels (.whl → /tmp/site, if present),
 # import (transferlab from PYTHONPATH=platform:plugins, its plugins, the CUDA device), tests (pytest -m device: the
-# [cuda] cases and tests/test_devices.py, junit XML), bench (bench_training.py, eager), probe (bench_linear_probe.py),
-# compile (bench_training.py --compile, when at least 120 s of the budget are left).
+# [cuda] cases and tests/test_devices.py, junit XML), bench (bench_training.py, eager: bf16 autocast + channels_last with the
+# subset resident, ratio ÷ bare, target ≥ 0.90, and the peak GPU memory), probe (bench_linear_probe.py), nvjpeg (images/s of
+# `images.decode_files` on generated ImageNet-like JPEGs with nvjpeg and with Pillow's processes, peak GPU memory), ddp
+# (torchrun --nproc_per_node <GPUs> of a tiny `transferlab pretrain`: needs mlflow, from the wheels), compile
+# (bench_training.py --compile, when at least 120 s of the budget are left).
 # A failed step does not stop the next; the exit status is 1 if any step failed, 0 otherwise.
 #
 # Dry run on a CPU machine (the [cuda] cases are skipped, the benchmarks run on the CPU):
 #   OUT=/tmp/gpucheck PATH=/work/main/.venv/bin:$PATH bash benchmarks/gpu_check.sh
 # Environment: OUT (default ./gpu-check-out), PYTHON (python3), GPU_CHECK_WHEELS (.whl), GPU_CHECK_SITE (/tmp/site),
-# GPU_CHECK_BUDGET (seconds, 420), GPU_CHECK_ONLY (step keys, default all), GPU_CHECK_MAXFAIL (pytest --maxfail, 5).
+# GPU_CHECK_BUDGET (seconds, 340), GPU_CHECK_ONLY (step keys, default all), GPU_CHECK_MAXFAIL (pytest --maxfail, 5).
 
 set -o pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,11 +33,11 @@ mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2
 PY=${PYTHON:-python3}
 WHEELS=${GPU_CHECK_WHEELS:-.whl}
 SITE=${GPU_CHECK_SITE:-/tmp/site}
-BUDGET=${GPU_CHECK_BUDGET:-420}
-ONLY=${GPU_CHECK_ONLY:-env wheels import tests bench probe compile}
+BUDGET=${GPU_CHECK_BUDGET:-340}
+ONLY=${GPU_CHECK_ONLY:-env wheels import tests bench probe nvjpeg ddp compile}
 MAXFAIL=${GPU_CHECK_MAXFAIL:-5}
-DEVICE_TESTS="tests/test_devices.py tests/test_loader.py tests/test_features.py tests/test_probes.py tests/test_timm.py"
-export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PY
+DEVICE_TESTS="tests/test_devices.py tests/test_loader.py tests/test_features.py tests/test_probes.py tests/test_timm.py tests/test_decoding.py"
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PY OUT
 
 : >"$OUT/gpu-check.log"
 exec 3>&1 4>&2
@@ -148,19 +151,70 @@ step import 5 90 - import_report
 PYTEST_TIMEOUT=()
 "$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST_TIMEOUT=(--timeout=150)
 # shellcheck disable=SC2086
-step tests 60 210 - "$PY" -m pytest -q -m device -p no:cacheprovider --maxfail="$MAXFAIL" --durations=15 \
+step tests 60 150 - "$PY" -m pytest -q -m device -p no:cacheprovider --maxfail="$MAXFAIL" --durations=15 \
   --junitxml="$OUT/junit-devices.xml" "${PYTEST_TIMEOUT[@]}" $DEVICE_TESTS
 
 # ---- benchmarks --------------------------------------------------------------------------------------------------
 step bench 60 150 bench-training.txt "$PY" benchmarks/bench_training.py
-step probe 30 90 bench-linear-probe.txt "$PY" benchmarks/bench_linear_probe.py
+step probe 30 60 bench-linear-probe.txt "$PY" benchmarks/bench_linear_probe.py
+
+# ---- nvjpeg: decoding throughput on the GPU vs Pillow's processes -------------------------------------------------
+nvjpeg_check() {
+  "$PY" - <<'PYTHON'
+import os, sys, tempfile, time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, os.getcwd())
+from benchmarks.bench_decode import generate
+from transferlab import images
+
+n = 2000
+with tempfile.TemporaryDirectory() as folder:
+    paths = [str(p.relative_to(folder)) for p in generate(Path(folder), n)]
+    rates = {}
+    for decoder in ("pil", "nvjpeg"):
+        os.environ[images.DECODER_ENV] = decoder
+        images.decode_files(folder, paths[:128], 64)  # warm: processes started, nvjpeg initialised
+        torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
+        start = time.perf_counter()
+        out = images.decode_files(folder, paths, 64)
+        rates[decoder] = n / (time.perf_counter() - start)
+        assert all(reason is None for _, reason in out) and out[0][0].shape == (64, 64, 3)
+peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+print(f"RESULT nvjpeg decode {rates['nvjpeg']:,.0f} images/s vs Pillow in {images.usable_cpus()} processes {rates['pil']:,.0f} images/s "
+      f"({rates['nvjpeg'] / rates['pil']:.2f} ×); {n} JPEGs ~500×375 → 64 px; peak GPU memory {peak:.2f} GiB")
+PYTHON
+}
+if ((GPU)); then
+  step nvjpeg 30 60 nvjpeg.txt nvjpeg_check
+elif wanted nvjpeg; then
+  SUMMARY+=("$(printf '%-8s %-24s' nvjpeg 'skipped: no GPU')")
+fi
+
+# --- DDP ---
+# A tiny pretraining under torchrun on every GPU present; rank 0 alone records the MLflow run (a SQLite store in $OUT).
+ddp_check() {
+  local gpus
+  gpus=$(nvidia-smi -L | wc -l)
+  MLFLOW_TRACKING_URI="sqlite:///$OUT/ddp-mlflow.db" TRANSFERLAB_CACHE="$OUT/ddp-cache" \
+    "$PY" -m torch.distributed.run --standalone --nproc_per_node "$gpus" -m transferlab pretrain \
+    --source "synthetic(train=200, val=20, test=20)" --policy "images_per_class(n=100)" --backbone "timm('resnet18')" \
+    --training "train(steps=60, batch_size=256, resolution=32)" --seed 0 && echo "RESULT ddp pretrain on $gpus GPUs: ok"
+}
+if ((GPU)); then
+  step ddp 30 90 ddp.txt ddp_check
+elif wanted ddp; then
+  SUMMARY+=("$(printf '%-8s %-24s' ddp 'skipped: no GPU')")
+fi
 step compile 120 240 bench-training-compile.txt "$PY" benchmarks/bench_training.py --compile
 
 # ---- summary ----------------------------------------------------------------------------------------------------
 {
   echo "transferlab GPU check: $( ((FAILED)) && echo FAILED || echo passed) in $SECONDS s (budget $BUDGET s); GPU: $( ((GPU)) && nvidia-smi --query-gpu=name --format=csv,noheader | head -1 || echo 'none (dry run)')"
   printf '%s\n' "${SUMMARY[@]}"
-  grep -h '^RESULT' "$OUT/bench-training.txt" "$OUT/bench-training-compile.txt" 2>/dev/null | sed 's/^/  /'
+  grep -h '^RESULT' "$OUT/bench-training.txt" "$OUT/nvjpeg.txt" "$OUT/ddp.txt" "$OUT/bench-training-compile.txt" 2>/dev/null | sed 's/^/  /'
 } | tee "$OUT/summary.txt"
 
 exec 1>&3 2>&4 3>&- 4>&-  # close the log's pipe and let tee finish writing

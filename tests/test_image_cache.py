@@ -180,22 +180,23 @@ def test_decoding_files_runs_at_most_one_decode_per_cpu(tmp_path, small_chunks, 
         for i in range(48):
             Image.new("RGB", (8, 8), (k, i, 0)).save(tmp_path / folder / f"{i}.png")  # no two alike: copies are indexed once
     active, peak, lock = 0, 0, threading.Lock()
-    decode = image_folder.decode_image
+    decode = images.decode_image
 
-    def counting(path, size=None):
+    def counting(path, size=None, cap=None):
         nonlocal active, peak
         with lock:
             active += 1
             peak = max(peak, active)
         try:
             time.sleep(0.005)  # stands in for decoding a large image
-            return decode(path, size)
+            return decode(path, size, cap)
         finally:
             with lock:
                 active -= 1
 
-    monkeypatch.setattr(image_folder, "decode_image", counting)
+    monkeypatch.setattr(images, "decode_image", counting)
     monkeypatch.setattr(images, "usable_cpus", lambda: 3)
+    monkeypatch.setattr(images, "PROCESS_FROM", 1000)  # in threads of this process, where the counting decode runs
     src = image_folder.ImageFolder(str(tmp_path), val_fraction=0.0)
     assert ic.image_cache(src, 8, workers=3).shape == (96, 8, 8, 3)
     assert 1 < peak <= 3  # in parallel, one level of threads: not 3 jobs × a pool each
@@ -254,3 +255,18 @@ def test_kill_9_during_a_build_keeps_finished_rows_and_the_next_build_decodes_on
     assert decoded(healthy) == N - 40
     np.testing.assert_array_equal(images, healthy.load(np.arange(N), size=16))
     assert not list(ic.cache_path(healthy, 16).parent.glob("*.tmp"))
+
+
+def test_rows_of_the_memory_mapped_cache_read_with_preadv_equal_fancy_indexing(monkeypatch):
+    source = tl.source(SPEC)
+    images = ic.image_cache(source, 16)
+    assert ic.whole_file(images) and not ic.whole_file(images[1:]) and not ic.whole_file(np.asarray(images))
+    rows = np.random.default_rng(0).integers(0, N, 300)  # unsorted, repeated, runs of consecutive rows among them
+    rows[:40] = np.arange(30, 70)
+    monkeypatch.setattr(ic, "IOV_MAX", 7)  # runs longer than one call fills
+    for array in (images, images[1:], np.array(images)):
+        picked = rows[rows < len(array)]
+        np.testing.assert_array_equal(ic.take_rows(array, picked), array[picked])
+    out = np.zeros((len(rows), 16, 16, 3), np.uint8)
+    assert ic.take_rows(images, rows, out) is out and (out == images[rows]).all()
+    assert ic.take_rows(images, np.zeros(0, np.int64)).shape == (0, 16, 16, 3)

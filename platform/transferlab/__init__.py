@@ -32,7 +32,7 @@ from .file_source import (
     text_keys,
 )
 from .hookspecs import hookimpl
-from .images import decode_image, fit, is_image_file, map_decoding, max_pixels, probe_image
+from .images import decode_files, decode_image, fit, is_image_file, max_pixels, probe_image
 from .manifest import Manifest
 from .plugins import get_registry
 from .policy import Policy, make_manifest
@@ -110,8 +110,8 @@ __all__ = [  # the public surface: everything a plugin needs (docs/plugins.md); 
     "get_registry", "make_manifest", "policies", "select", "source",
     # helpers the built-in plugins use
     "MAX_LISTED", "MAX_LR", "MAX_WEIGHT_DECAY", "arrays_digest", "atomic_path", "augment", "autocast", "batches", "cache_dir", "cache_key", "carve",
-    "check_val_fraction", "decay_groups", "decode_image", "epoch_generator", "excerpt", "fit", "fits_on_device", "format_value",
-    "is_image_file", "listing", "map_decoding", "max_pixels", "normalize", "probe_image", "progress", "ranks_within_class", "row_splits",
+    "check_val_fraction", "decay_groups", "decode_files", "decode_image", "epoch_generator", "excerpt", "fit", "fits_on_device", "format_value",
+    "is_image_file", "listing", "max_pixels", "normalize", "probe_image", "progress", "ranks_within_class", "row_splits",
     "scheduled_rate", "seeded", "split_code", "split_target", "stamps_digest", "storage", "target_spec", "text_bytes", "text_keys",
     "to_device",
 ]

@@ -28,11 +28,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .cache import atomic_path, cache_dir, cache_key, storage
 from .errors import DataError
-from .images import decode_serially, usable_cpus
+from .images import decode_serially, gpu_decoding, usable_cpus
 from .sources import Source
 
 FORMAT_VERSION = 3  # bump when the layout, the decoding or the resizing changes, so old caches are not reused
 CHUNK = 256  # images decoded per job
+IOV_MAX = 1024  # buffers one preadv call may fill (Linux's limit)
 SHOW_PROGRESS_FROM = 5_000  # images; fewer decode in about a second
 SAVE_EVERY = 1.0  # seconds between rewrites of the record while decoding (and once at the end)
 
@@ -55,8 +56,10 @@ def image_cache(source: Source, resolution: int, rows: np.ndarray | None = None,
 
 
 def cache_path(source: Source, resolution: int) -> Path:
-    """The .npy file of a source at a resolution; the name depends on the source's pixel identity and the resolution only."""
-    return cache_dir("images") / f"{source.name}-{resolution}px-{cache_key(source.pixels_key, resolution, FORMAT_VERSION)}.npy"
+    """The .npy file of a source at a resolution; the name depends on the source's pixel identity, the resolution and,
+    where JPEGs decode with nvjpeg (whose pixels differ slightly from Pillow's), on that."""
+    key = cache_key(source.pixels_key, resolution, FORMAT_VERSION, *(("nvjpeg",) if gpu_decoding() else ()))
+    return cache_dir("images") / f"{source.name}-{resolution}px-{key}.npy"
 
 
 def record_path(path: Path) -> Path:
@@ -81,6 +84,42 @@ def read_images(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     except (OSError, ValueError, EOFError):
         return None
     return images if images.shape == shape and images.dtype == np.uint8 else None
+
+
+def take_rows(images: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """images[rows] (in the order given), into `out` if given. Of a whole memory-mapped .npy (as `image_cache` returns)
+    the rows are read with preadv in file order, straight into their places in `out`: the pages read stay in the page
+    cache, never mapped into this process, so that reading a subset of a cache larger than RAM costs no more resident
+    memory than the rows themselves."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), *images.shape[1:]), dtype=images.dtype) if out is None else out
+    if not whole_file(images) or not len(rows):
+        out[...] = images[rows]
+        return out
+    order = np.argsort(rows, kind="stable")
+    ordered, row_bytes = rows[order], images[0].nbytes
+    starts = np.flatnonzero(np.diff(ordered, prepend=-2) != 1).tolist() + [len(rows)]  # runs of consecutive rows
+    fd = os.open(images.filename, os.O_RDONLY)
+    try:
+        for first, end in zip(starts, starts[1:]):
+            for part in range(first, end, IOV_MAX):
+                targets = [memoryview(out[i]).cast("B") for i in order[part:min(part + IOV_MAX, end)].tolist()]
+                offset = images.offset + int(ordered[part]) * row_bytes
+                if os.preadv(fd, targets, offset) != len(targets) * row_bytes:
+                    raise DataError(f"the image cache {images.filename} ends before row {int(ordered[part])} + {len(targets)}")
+    finally:
+        os.close(fd)
+    return out
+
+
+def whole_file(images: np.ndarray) -> bool:
+    """Whether `images` is a C-ordered memmap of a whole .npy file from its data offset to its end (not a view of a part)."""
+    if not isinstance(images, np.memmap) or not images.filename or not images.flags.c_contiguous:
+        return False
+    try:
+        return images.offset + images.nbytes == os.path.getsize(images.filename)
+    except OSError:
+        return False
 
 
 def read_record(path: Path, n: int) -> np.ndarray:
@@ -194,7 +233,7 @@ def decode(source: Source, resolution: int, filling: Filling, missing: np.ndarra
     with progress_bar(f"decoding {source.spec()} at {resolution} px", len(missing)) as advance:
         try:
             advance(fill(filling, source, jobs[0], resolution))  # alone: a source may set up shared state on first load
-            with ThreadPoolExecutor(max_workers=workers, initializer=decode_serially) as pool:  # one level of threads
+            with ThreadPoolExecutor(max_workers=workers, initializer=decode_serially) as pool:  # each job decodes in one process
                 futures = [pool.submit(fill, filling, source, rows, resolution) for rows in jobs[1:]]
                 try:
                     for future in as_completed(futures):

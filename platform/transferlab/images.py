@@ -1,13 +1,17 @@
-"""Image files for file sources: which names are images, probes, RGB decoding at a square size, decoding threads."""
+"""Image files for file sources: which names are images, probes, RGB decoding at a square size, decoding in processes."""
 
 import io
+import multiprocessing
 import os
+import signal
 import struct
+import sys
 import threading
 import zlib
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
@@ -38,8 +42,12 @@ EXIF_TRANSPOSE = {2: Transpose.FLIP_LEFT_RIGHT, 3: Transpose.ROTATE_180, 4: Tran
                   6: Transpose.ROTATE_270, 7: Transpose.TRANSVERSE, 8: Transpose.ROTATE_90}  # as ImageOps.exif_transpose
 OWN_LOADERS = ("WEBP",)  # formats Pillow decodes without tiles (their open already reads the stream)
 Image.MAX_IMAGE_PIXELS = None  # Pillow's bomb check refuses valid large files at open; the cap above bounds memory instead
+DECODER_ENV = "TRANSFERLAB_DECODER"  # pil, nvjpeg or auto (the default: nvjpeg where torch is in use and sees a GPU)
+PROCESS_FROM = 64  # files: fewer decode in threads of this process, as starting the decoding processes costs more
+FILES_PER_TASK = 64  # files per task when one call's files are spread over the decoding processes
 _thread = threading.local()  # `serial` is set in the threads of a pool that already decodes in parallel
-T = TypeVar("T")
+_pool: ProcessPoolExecutor | None = None  # the decoding processes, started on first use
+_pool_lock = threading.Lock()
 
 
 def is_image_file(name: str) -> bool:
@@ -124,16 +132,18 @@ def ends_complete(path: str | os.PathLike, image_format: str | None, size: int) 
         return marker in f.read()
 
 
-def decode_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
-    """uint8 [H, W, 3] RGB pixels as displayed (EXIF orientation applied); with `size`, shorter side resized to `size`, centre-cropped."""
+def decode_image(path: str | os.PathLike, size: int | None = None, cap: int | None = None) -> np.ndarray:
+    """uint8 [H, W, 3] RGB pixels as displayed (EXIF orientation applied); with `size`, shorter side resized to `size`,
+    centre-cropped; at most `cap` pixels decoded (default `max_pixels()`)."""
+    cap = max_pixels() if cap is None else cap
     with Image.open(path) as image:
         if size is not None:
             image.draft("RGB", (size, size))  # JPEG: decode at the smallest DCT scale still at least size×size
-        if too_large := oversize(image, max_pixels()):
+        if too_large := oversize(image, cap):
             layout = png_layout(path, image)
             if size is None or layout is None:
                 raise DataError(too_large + ("; a training size (size=N) decodes it in bands" if layout else ""))
-            return np.asarray(fit(reduced_png(path, image, layout, size), size))
+            return np.asarray(fit(reduced_png(path, image, layout, size, cap), size))
         image.load()
         ImageOps.exif_transpose(image, in_place=True)
         rgb = to_rgb(image)
@@ -203,15 +213,15 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def reduced_png(path: str | os.PathLike, image: Image.Image, layout: tuple[int, int, int], size: int) -> Image.Image:
+def reduced_png(path: str | os.PathLike, image: Image.Image, layout: tuple[int, int, int], size: int, cap: int) -> Image.Image:
     """RGB of a large PNG reduced by a whole factor to a shorter side of at least 2·size (as Pillow's reduce), decoded
     in bands: each band is unfiltered through an 8-bit PNG of as many bytes per pixel (row after row, the last row of the
     previous band before it), then decoded with the file's own header and palette, made RGB and reduced; EXIF orientation applied."""
     width, bpp, rowbytes = layout
     factor = max(1, min(image.size) // (2 * size))
     reduced_pixels = -(-image.width // factor) * -(-image.height // factor)
-    if reduced_pixels > max_pixels():
-        raise DataError(f"{image.width}×{image.height} pixels reduce to {reduced_pixels:,}, above the cap of {max_pixels():,} "
+    if reduced_pixels > cap:
+        raise DataError(f"{image.width}×{image.height} pixels reduce to {reduced_pixels:,}, above the cap of {cap:,} "
                         f"that bounds memory (set {MAX_PIXELS_ENV} to raise it)")
     chunks = {}
     for kind, data in png_chunks(path):  # the header chunks; the palette and transparency come before the pixel data
@@ -299,13 +309,86 @@ def usable_cpus() -> int:
 
 
 def decode_serially() -> None:
-    """Mark this thread as a worker of a pool that already decodes in parallel (a ThreadPoolExecutor initializer)."""
+    """Mark this thread as a worker of a pool that already decodes in parallel (a ThreadPoolExecutor initializer): its
+    calls of `decode_files` decode in one task, in this thread below PROCESS_FROM files, else in one decoding process."""
     _thread.serial = True
 
 
-def map_decoding(function: Callable[[T], object], items: Sequence[T]) -> list:
-    """function(item) for every item, in order: one at a time in a thread marked by `decode_serially`, else in usable_cpus() threads."""
-    if getattr(_thread, "serial", False) or len(items) < 2:
-        return [function(item) for item in items]
-    with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:
-        return list(pool.map(function, items))
+def try_decode(path: str | os.PathLike, size: int | None, cap: int) -> tuple[np.ndarray | None, str | None]:
+    """Decoded pixels (see `decode_image`), or None and the reason decoding failed."""
+    try:
+        return decode_image(path, size, cap), None
+    except Exception as exc:  # PIL raises many types for corrupt data
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def decode_task(root: str, paths: Sequence[str], size: int | None, cap: int) -> list[tuple[np.ndarray | None, str | None]]:
+    """`try_decode` of each file below `root`, one after another: one task of a decoding process."""
+    return [try_decode(Path(root) / p, size, cap) for p in paths]
+
+
+def decode_files(root: str | os.PathLike, paths: Sequence[str], size: int | None) -> list[tuple[np.ndarray | None, str | None]]:
+    """(pixels, None) or (None, reason) per file below `root`, in order: on the GPU with nvjpeg where `gpu_decoding()`
+    (size given), else in usable_cpus() processes from PROCESS_FROM files on (in tasks of FILES_PER_TASK; in one task in
+    a thread marked by `decode_serially`), below that in threads (serially in a marked thread)."""
+    root, cap, serial = str(root), max_pixels(), getattr(_thread, "serial", False)
+    if size is not None and len(paths) and gpu_decoding():
+        from .gpu_decode import decode_on_gpu  # imports torch, which is already in use here
+        return decode_on_gpu(root, paths, size, cap)
+    if len(paths) < PROCESS_FROM or usable_cpus() < 2:
+        if serial or len(paths) < 2:
+            return decode_task(root, paths, size, cap)
+        with ThreadPoolExecutor(max_workers=usable_cpus()) as threads:
+            return list(threads.map(lambda p: try_decode(Path(root) / p, size, cap), paths))
+    step = len(paths) if serial else FILES_PER_TASK
+    tasks = [paths[i:i + step] for i in range(0, len(paths), step)]
+    try:
+        futures = [decoding_pool().submit(decode_task, root, task, size, cap) for task in tasks]
+        return [result for future in futures for result in future.result()]
+    except BrokenProcessPool:
+        reset_pool()
+        raise DataError(f"a decoding process died while decoding {len(paths)} images under {root}, from {paths[0]} to {paths[-1]}: "
+                        "out of memory, or it started by running a script that lacks `if __name__ == '__main__':`") from None
+
+
+def decoding_pool() -> ProcessPoolExecutor:
+    """The usable_cpus() decoding processes (forkserver where the system has it, else spawn: never a fork of a process with
+    threads); as with any such pool, they import the main module, so a script must start work under `if __name__ == '__main__':`."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            _pool = ProcessPoolExecutor(usable_cpus(), mp_context=multiprocessing.get_context(method), initializer=ignore_interrupts)
+        return _pool
+
+
+def reset_pool() -> None:
+    """Shut the decoding processes down (a broken pool, say); the next call starts new ones."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def ignore_interrupts() -> None:
+    """In a decoding process: leave Ctrl-C to the parent, which stops submitting and keeps the rows already written."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def decoder() -> str:
+    """$TRANSFERLAB_DECODER: 'pil', 'nvjpeg' or 'auto' (default); a DataError otherwise."""
+    name = os.environ.get(DECODER_ENV, "").strip().lower() or "auto"
+    if name not in ("pil", "nvjpeg", "auto"):
+        raise DataError(f"{DECODER_ENV} must be pil, nvjpeg or auto, got {name!r}")
+    return name
+
+
+def gpu_decoding() -> bool:
+    """Whether JPEGs decode with nvjpeg: $TRANSFERLAB_DECODER=nvjpeg, or auto where this process already imported torch
+    (so that light commands never import it) and torch sees a GPU."""
+    name = decoder()
+    if name == "auto":
+        torch = sys.modules.get("torch")
+        return torch is not None and torch.cuda.is_available()
+    return name == "nvjpeg"

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .devices import memory_bytes, memory_format, resolve_device, upload
+from .image_cache import take_rows
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, on the 0..1 scale
 STD = (0.229, 0.224, 0.225)
@@ -125,18 +126,18 @@ def streamed_batches(images, rows: np.ndarray, targets: torch.Tensor, bounds, de
 
 
 def read_rows(images, rows: np.ndarray, pin: bool) -> torch.Tensor:
-    """Rows of a host array (read in file order, returned in the order asked), pinned for asynchronous copies if `pin`."""
+    """Rows of a host array (read in file order, returned in the order asked; see `take_rows`), pinned for asynchronous copies if `pin`."""
     if isinstance(images, torch.Tensor):
         x = images[torch.as_tensor(rows, device=images.device)].cpu()
     else:
-        ascending = np.argsort(rows, kind="stable")
-        x = torch.empty((len(rows), *images.shape[1:]), dtype=torch.uint8)
-        x.numpy()[ascending] = images[rows[ascending]]
+        x = torch.empty((len(rows), *images.shape[1:]), dtype=torch.uint8, pin_memory=pin)
+        take_rows(images, rows, x.numpy())
+        return x
     return x.pin_memory() if pin else x
 
 
 def to_device(images: np.ndarray | torch.Tensor, rows: np.ndarray, device: torch.device | str) -> torch.Tensor:
-    """Rows of `images` as one uint8 tensor on the device, in the order given."""
+    """Rows of `images` as one uint8 tensor on the device, in the order given (of the memory-mapped cache: see `take_rows`)."""
     if isinstance(images, torch.Tensor):
         return images[torch.as_tensor(rows, device=images.device)].to(device)
-    return torch.from_numpy(np.ascontiguousarray(images[np.asarray(rows, dtype=np.int64)])).to(device)
+    return torch.from_numpy(take_rows(images, rows)).to(device)

@@ -22,10 +22,9 @@ from transferlab import (
     cache_key,
     carve,
     check_val_fraction,
-    decode_image,
+    decode_files,
     is_image_file,
     listing,
-    map_decoding,
     max_pixels,
     probe_image,
     split_code,
@@ -312,18 +311,10 @@ def cached_index(kind: str, key: str, build: Callable[[], DataIndex]) -> DataInd
     return index
 
 
-def try_decode(path: Path, size: int | None) -> tuple[np.ndarray | None, str | None]:
-    """Decoded pixels, or None and the reason decoding failed."""
-    try:
-        return decode_image(path, size), None
-    except Exception as exc:  # PIL raises many types for corrupt data
-        return None, f"{type(exc).__name__}: {exc}"
-
-
 def load_files(root: Path, index: DataIndex, samples: np.ndarray, size: int | None) -> np.ndarray:
-    """Decode the samples' files (relative to root) to RGB, in parallel unless already in a decoding pool; every failure in one DataError."""
+    """Decode the samples' files (relative to root) to RGB (see `decode_files`: in processes, or with nvjpeg); every failure in one DataError."""
     paths = [index.path(i) for i in np.asarray(samples, dtype=np.int64).tolist()]
-    decoded = map_decoding(lambda p: try_decode(root / p, size), paths)
+    decoded = decode_files(root, paths, size)
     failures = [(p, reason) for p, (_, reason) in zip(paths, decoded) if reason]
     if failures:
         raise DataError(f"could not decode {len(failures)} of {len(paths)} images under {root}:\n{listing(failures)}")
