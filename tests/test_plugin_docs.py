@@ -96,7 +96,7 @@ def test_every_code_block_is_an_example_that_is_run():
     for module, code in examples().items():
         compile(code, f"{module}.py", "exec")
         imported = re.findall(r"^\s*(?:from|import) (\S+)", code, re.MULTILINE)
-        assert all(m.split(".")[0] in {"transferlab", "csv", "dataclasses", "os", "functools", "numpy", "torch"} for m in imported), imported
+        assert all(m.split(".")[0] in {"transferlab", "csv", "dataclasses", "json", "os", "functools", "numpy", "torch"} for m in imported), imported
 
 
 def test_the_examples_register_one_component_each_kind(site):
@@ -124,6 +124,11 @@ def test_source_example_index_tree_pixels_and_identity(site, pictures, tmp_path,
     assert held["num_samples"] == 15 and held["digest"] != summary["digest"]
     missing = cli(site, "subset", "--source", f"csv_images(root={str(tmp_path / 'none')!r})")
     assert missing.returncode == 2 and "does not exist; it should hold labels.csv" in missing.stderr and "Traceback" not in missing.stderr
+    folders = {f["folder"]: f for f in json.loads(ok(cli(site, "cache", "--json")))["folders"]}
+    assert folders["csv_images_rows"]["holds"] == "labels.csv files read by csv_images (plugin csv_images)"
+    assert folders["csv_images_rows"]["files"] == 2  # one per labels.csv path: pictures (both fractions) and its copy
+    assert "cleared csv_images_rows: 2 files" in ok(cli(site, "cache", "--clear", "csv_images_rows"))
+    assert json.loads(ok(cli(site, "subset", "--source", spec, "--json")))["digest"] == summary["digest"]  # rebuilt on demand
 
     monkeypatch.syspath_prepend(str(site))
     plugins.reset()
@@ -174,6 +179,32 @@ def test_backbone_task_and_source_examples_in_one_run(site, pictures, store, tmp
     metric = f"transfer.centroid.csv_images_{pictures.name}.test_top1"
     assert 0 <= tracking.run_metrics(transfer)[metric] <= 100
     assert metric in tracking.run_metrics(pretrain)
+
+
+def test_task_example_precondition_and_api_version(site, pictures, store, tmp_path, monkeypatch):
+    single = tmp_path / "single"
+    shutil.copytree(pictures, single)
+    (single / "labels.csv").write_text("".join(line + "\n" for line in (pictures / "labels.csv").read_text().splitlines() if "cat" in line))
+    target = f"csv_images(root={str(single)!r})"
+    refused = cli(site, "run", "--source", SYNTHETIC, "--backbone", "small_cnn(width=8)", "--training", "train(steps=2, batch_size=8, resolution=16)",
+                  "--target", target, "--tasks", "centroid", "--experiment", "docs", cwd=tmp_path)  # checked before any run
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert refused.stderr.strip() == f"Error: centroid: target {target[:-1]}, test_fraction=0.2, val_fraction=0.0) has 1 class; nearest class mean needs two or more"
+    client = tracking.client()
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+    monkeypatch.syspath_prepend(str(site))
+    plugins.reset()
+    import centroid
+
+    import transferlab
+
+    assert centroid.TRANSFERLAB_API == transferlab.API_VERSION == "1.0"
+    (site / "centroid.py").write_text(examples()["centroid"].replace('TRANSFERLAB_API = "1.0"', 'TRANSFERLAB_API = "2.0"'))
+    newer = cli(site, "plugins")
+    assert newer.returncode == 2 and newer.stderr.strip() == ("Error: plugin 'centroid' (distribution centroid) needs transferlab plugin API 2.0, "
+                                                              "but this transferlab provides API 1.0: upgrade transferlab, or leave the plugin out "
+                                                              "with TRANSFERLAB_PLUGINS")
 
 
 def test_study_example_dry_run_lists_its_cells(site, monkeypatch):
