@@ -9,6 +9,7 @@ Rank 0 alone runs the command's run lifecycle (MLflow, key lock, checkpoints, he
 import contextlib
 import datetime
 import os
+import re
 from collections.abc import Iterator
 
 import torch
@@ -22,6 +23,7 @@ from .errors import SpecError, TransferlabError
 # The other ranks wait this long for rank 0's next word: it may build an image cache or wait for another process's run first.
 CONTROL_TIMEOUT = datetime.timedelta(days=7)
 TENSOR = "transferlab.tensor"  # the placeholder of a tensor in a shared optimizer state's layout
+PEER_PROBLEMS = ("gloo/transport", "Connection reset by peer", "Connection closed by peer", "NCCL", "Socket Timeout")
 STOCHASTIC_FIELDS = ("drop_prob", "drop_rate", "drop_path_rate")  # timm's DropPath / DropBlock, and heads' functional dropout
 _control: list = []  # the gloo group of rank 0's messages, once started
 
@@ -170,13 +172,23 @@ def parallel(net: nn.Module, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
 
 
+def peer_failure(exc: BaseException) -> bool:
+    """Whether `exc` is a collective breaking because another rank went away: NCCL's DistError, or gloo's RuntimeError
+    naming its transport ('Connection reset by peer')."""
+    return isinstance(exc, dist.DistError) or isinstance(exc, RuntimeError) and any(p in str(exc) for p in PEER_PROBLEMS)
+
+
 @contextlib.contextmanager
 def peers_watched() -> Iterator[None]:
-    """Within the block, another rank failing (a collective that breaks) stops this rank with PeerLost: resumable."""
+    """Within the block, another rank failing (a collective that breaks) stops this rank with PeerLost: the run ends
+    KILLED and keeps its checkpoint, so the next torchrun resumes it."""
     try:
         yield
-    except dist.DistError as exc:
-        raise PeerLost(f"another process of the job stopped ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}); "
+    except RuntimeError as exc:
+        if not peer_failure(exc):
+            raise
+        said = re.sub(r"^\[[^\]]*\]\s*", "", (str(exc).strip().splitlines() or [""])[0])[:200]  # without gloo's [file:line]
+        raise PeerLost(f"another process of the job stopped ({type(exc).__name__}: {said}); "
                        "rerun the same torchrun command to resume from the last checkpoint") from exc
 
 
