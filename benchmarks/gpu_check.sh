@@ -210,6 +210,39 @@ elif wanted ddp; then
 fi
 step compile 120 240 bench-training-compile.txt "$PY" benchmarks/bench_training.py --compile
 
+# ---- ddp (issue 14, torchrun) -- begin ----------------------------------------------------------------------
+# With 2+ GPUs: a tiny pretraining under `torchrun --nproc_per_node <GPUs>` (NCCL) and in one process, each in its own
+# MLflow store (needs mlflow: carry .whl); the train losses must agree within 5% (bf16 autocast), one run recorded.
+# One GPU: skipped (DDP needs two).
+[[ -z ${GPU_CHECK_ONLY:-} ]] && ONLY+=" ddp"
+ddp_check() {
+  local gpus dir
+  gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+  if ((gpus < 2)); then echo "ddp: $gpus GPU(s), DistributedDataParallel needs 2: skipped"; return 0; fi
+  dir=$(mktemp -d)
+  local args=(pretrain --source "synthetic(branching=(2, 2, 3), train=40, val=4, test=0)" --backbone "timm('resnet18')"
+              --training "train(epochs=3, batch_size=64, resolution=32)")
+  TRANSFERLAB_CACHE=$dir/cache MLFLOW_TRACKING_URI=sqlite:///$dir/one.db "$PY" -m transferlab "${args[@]}" || return 1
+  TRANSFERLAB_CACHE=$dir/cache MLFLOW_TRACKING_URI=sqlite:///$dir/ddp.db "$PY" -m torch.distributed.run --standalone \
+    --nproc_per_node "$gpus" -m transferlab "${args[@]}" || return 1
+  "$PY" - "$dir" "$gpus" <<'PYTHON'
+import sys
+from mlflow import MlflowClient
+dir, gpus = sys.argv[1], sys.argv[2]
+losses = {}
+for name in ("one", "ddp"):
+    client = MlflowClient(f"sqlite:///{dir}/{name}.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", [(r.info.run_name, r.info.status) for r in runs]
+    losses[name] = [m.value for m in sorted(client.get_metric_history(runs[0].info.run_id, "pretrain/train_loss"), key=lambda m: m.step)]
+worst = max(abs(a - b) / abs(a) for a, b in zip(losses["one"], losses["ddp"]))
+print(f"RESULT ddp {gpus} GPUs: train loss 1 process {losses['one']}, {gpus} processes {losses['ddp']}, worst relative difference {worst:.2e}")
+assert worst < 0.05, worst
+PYTHON
+}
+step ddp 60 150 ddp.txt ddp_check
+# ---- ddp (issue 14, torchrun) -- end ------------------------------------------------------------------------
+
 # ---- summary ----------------------------------------------------------------------------------------------------
 {
   echo "transferlab GPU check: $( ((FAILED)) && echo FAILED || echo passed) in $SECONDS s (budget $BUDGET s); GPU: $( ((GPU)) && nvidia-smi --query-gpu=name --format=csv,noheader | head -1 || echo 'none (dry run)')"

@@ -1,5 +1,6 @@
 """The `transferlab` command line: a thin layer over the library."""
 
+import functools
 import json
 import os
 import shlex
@@ -124,10 +125,42 @@ class Count(click.ParamType):
         self.fail(f"{excerpt(str(value))} is not a whole number >= {self.low}", param, ctx)
 
 
+RANKED_COMMANDS = ("pretrain", "run", "study")  # the commands that train with several processes under torchrun
+
+
+def several_processes() -> bool:
+    """Whether torchrun started this process as one of several ($WORLD_SIZE > 1; read without importing torch)."""
+    return os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1")
+
+
+def ranked(command):
+    """Under torchrun with several processes, rank 0 runs the command (and records everything) while the other ranks
+    train alongside it (`pipeline.follow`) and then exit; alone, the command just runs."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        if not several_processes():
+            return command(*args, **kwargs)
+        from . import distributed
+        from .pipeline import follow
+
+        distributed.start()
+        if not distributed.is_main():
+            follow()
+        else:
+            with distributed.leading():
+                command(*args, **kwargs)
+        distributed.stop()
+    return run
+
+
 @click.group(cls=CLI)
 @click.version_option(__version__, prog_name="transferlab")
-def cli():
+@click.pass_context
+def cli(ctx: click.Context):
     """transferlab: pretrain on subsets of a labelled source, measure how features transfer."""
+    if several_processes() and ctx.invoked_subcommand not in RANKED_COMMANDS:
+        raise click.UsageError(f"`transferlab {ctx.invoked_subcommand}` runs in one process; under torchrun with several processes only "
+                               f"{', '.join(RANKED_COMMANDS)} run (they train with DistributedDataParallel)")
 
 
 @cli.command()
@@ -314,6 +347,7 @@ def transfer_options(command):
 
 @cli.command()
 @pretrain_options
+@ranked
 def pretrain(source: str, policy: str, backbone: str, training: str, seed: int, experiment: str | None, no_wait: bool):
     """Pretrain a backbone on a subset, tracked in MLflow; an identical finished run is reused, a killed one resumed."""
     from .pipeline import pretrain_metrics, pretrain_run
@@ -339,6 +373,7 @@ def transfer(run_id: str, target: str, tasks: str, no_wait: bool):
 @cli.command()
 @pretrain_options
 @transfer_options
+@ranked
 def run(source: str, policy: str, backbone: str, training: str, seed: int, experiment: str | None, no_wait: bool, target: str, tasks: str):
     """The main job (what `mlflow run .` runs): pretrain, then measure transfer."""
     from .pipeline import main_run
@@ -361,6 +396,7 @@ def run(source: str, policy: str, backbone: str, training: str, seed: int, exper
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder (default ./reports/<study>-<run id>).")
 @click.option("--dry-run", is_flag=True, help="Print the grid (cells, images, images seen) and stop: no run, no image.")
 @NO_WAIT
+@ranked
 def study(study: str, source: str, targets: tuple[str, ...], backbone: str, training: str, seeds: int, tasks: str,
           experiment: str | None, out: Path | None, dry_run: bool, no_wait: bool):
     """Run a study (e.g. images_per_class): its grid of pretraining cells × seeds, each measured on its targets, then a report."""

@@ -28,14 +28,16 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return standardize(x.permute(0, 3, 1, 2).float())
 
 
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, generator: torch.Generator, drawn: int | None = None, first: int = 0) -> torch.Tensor:
     """uint8 [B, H, W, 3] → float [B, 3, H, W]: random resized crop, horizontal flip, normalize; crops drawn from `generator`.
 
     One batched resampling on whatever device `x` lives on. The crop parameters are drawn on the generator's device
-    (use a CPU generator, e.g. `epoch_generator`) and so do not depend on where the images are.
+    (use a CPU generator, e.g. `epoch_generator`) and so do not depend on where the images are. `x` may be one rank's
+    share of a global batch: crops are then drawn for all `drawn` images and `x` takes those from position `first` on.
     """
     b, h, w, _ = x.shape
-    theta = upload(crop_transforms(b, generator), x.device)
+    crops = crop_transforms(b if drawn is None else drawn, generator)
+    theta = upload(crops if drawn is None else crops[first:first + b], x.device)
     grid = F.affine_grid(theta, [b, 3, h, w], align_corners=False)
     crops = F.grid_sample(x.permute(0, 3, 1, 2).float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
     return standardize(crops)
@@ -80,23 +82,32 @@ def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
 
 
 def batches(images: np.ndarray | torch.Tensor, samples: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device | str,
-            *, shuffle: bool, seed: int, epoch: int, resident: bool, drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            *, shuffle: bool, seed: int, epoch: int, resident: bool, drop_last: bool = False,
+            part: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(uint8 [B, H, W, 3], int64 [B]) on `device` for rows `samples` of `images` with their `labels`, in the epoch's order.
 
     resident: the rows are copied to the device once (unless `images` already lives there) and batches are gathered
     there; otherwise each batch is read from `images` (the memory-mapped cache) in a background thread and copied
     through pinned memory on CUDA. Both paths yield identical batches. drop_last drops a final partial batch.
+    part=(rank, ranks): each batch is this rank's share of the global batch of `batch_size` (see `share`).
     """
     device = resolve_device(device)
     order = epoch_order(len(samples), shuffle, seed, epoch)
     rows = np.asarray(samples, dtype=np.int64)[order]
     targets = torch.as_tensor(np.asarray(labels, dtype=np.int64)[order])
     stop = len(rows) - len(rows) % batch_size if drop_last else len(rows)
-    bounds = [(start, min(start + batch_size, stop)) for start in range(0, stop, batch_size)]
+    bounds = [share(start, min(start + batch_size, stop), *part) for start in range(0, stop, batch_size)]
     if resident:
         yield from resident_batches(images, rows, targets, bounds, device)
     else:
         yield from streamed_batches(images, rows, targets, bounds, device)
+
+
+def share(start: int, stop: int, rank: int, ranks: int) -> tuple[int, int]:
+    """Rank `rank`'s contiguous part of positions start..stop-1 split among `ranks` (parts differ by at most one, lower ranks first)."""
+    size, extra = divmod(stop - start, ranks)
+    first = start + rank * size + min(rank, extra)
+    return first, first + size + (rank < extra)
 
 
 def resident_batches(images, rows: np.ndarray, targets: torch.Tensor, bounds, device: torch.device):

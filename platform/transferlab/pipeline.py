@@ -15,6 +15,7 @@ Runs and how they link (MLflow):
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import timm
 import torch
 from rich.console import Console
 
-from . import __version__, progress, runs, tracking
+from . import __version__, distributed, progress, runs, tracking
 from . import policies as parse_policies
 from . import source as parse_source
 from .backbones import Backbone
@@ -56,6 +57,7 @@ SUMMARY_METRICS = ("pretrain.val_top1", "pretrain.train_loss", "pretrain.images_
 RECIPE_VERSION = 3
 MAX_CLASSES = 1_000_000  # a run's recorded class count is untrusted input: ImageNet-21k has 21,841
 TARGET_LABEL, TARGET_FINGERPRINT = "transferlab.target_label", "transferlab.target_fingerprint"  # tags of transfer runs
+WORLD_SIZE = "transferlab.world_size"  # on a pretraining run: how many processes trained it last (torchrun)
 
 console = Console(stderr=True)
 Evaluated = Callable[[str, torch.nn.Module, int], None]  # (pretraining run id, the model being trained, optimizer steps done)
@@ -98,15 +100,20 @@ class PretrainSpec:
 
     def key(self, manifest: Manifest) -> str:
         """The run key: equal keys mean the same data, network, recipe, seed and RECIPE_VERSION (not the package version:
-        an installed and a source-tree copy of one recipe share runs)."""
+        an installed and a source-tree copy of one recipe share runs). The number of processes (torchrun) is part of it
+        only for a network that trains differently on several (`distributed.reproducible`): otherwise 1 and N processes
+        compute the same run, up to rounding, and share it."""
+        world = distributed.world()
+        ranks = () if world == 1 or same_on_any_world(self.backbone, manifest.num_classes, self.training.resolution) else (f"world{world}",)
         return cache_key("pretrain", self.source.fingerprint, manifest.digest, self.backbone.spec(), self.training.spec(), self.seed,
-                         f"recipe{RECIPE_VERSION}")
+                         f"recipe{RECIPE_VERSION}", *ranks)
 
     def prepare(self) -> Manifest:
         """What can fail before any run exists: the source's own check (`Source.check`), the manifest (policy errors), the
         training device (e.g. 'cuda' on a CPU machine) and the backbone's check of the recipe (`Backbone.check`)."""
         self.source.check()
         manifest = make_manifest(self.source, self.policies, self.seed)
+        distributed.check_batch(self.training.batch_size, len(manifest.samples))
         resolve_device(self.training.device)
         self.backbone.check(self.training)
         return manifest
@@ -114,6 +121,16 @@ class PretrainSpec:
     def run_name(self) -> str:
         """Short readable name for the runs table."""
         return f"{chain_spec(self.policies)} · {self.source.label()} · {self.backbone.spec()}"
+
+    def order(self, manifest: Manifest) -> list:
+        """What rank 0 tells the other ranks to train (plain data): the specs, and the manifest digest they must arrive at."""
+        return ["train", self.source.spec(), chain_spec(self.policies), self.backbone.spec(), self.training.spec(), self.seed, manifest.digest]
+
+
+@functools.cache
+def same_on_any_world(backbone: Backbone, num_classes: int, resolution: int) -> bool:
+    """Whether the network trains the same on any number of processes (`distributed.reproducible`), built once to look."""
+    return distributed.reproducible(backbone.build(num_classes, resolution))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +197,9 @@ def run_pretraining(spec: PretrainSpec, manifest: Manifest, run_id: str, checkpo
     model = spec.backbone.build_seeded(manifest.num_classes, spec.training.resolution, spec.seed)
     val = manifest.split(spec.source.index, "val")
     images = image_cache(spec.source, spec.training.resolution, rows=np.concatenate([manifest.samples, val[0]]))
+    if distributed.active():  # the image cache is built: the other ranks read it and train alongside
+        tracking.set_tags(run_id, {WORLD_SIZE: str(distributed.world())})
+        distributed.shared(spec.order(manifest))
     log = runs.TrainingLog(run_id, spec.key(manifest))
     try:
         pretrain(spec.backbone, model, images, manifest, val, spec.training, checkpoint, log, seed=spec.seed,
@@ -191,6 +211,22 @@ def run_pretraining(spec: PretrainSpec, manifest: Manifest, run_id: str, checkpo
     log.flush()
     tracking.log_model(model.cpu(), REQUIREMENTS)
     log_figures(run_id, spec)
+
+
+def follow() -> None:
+    """What the ranks other than 0 do under torchrun: train alongside rank 0 each time it trains (its order names the
+    specs), until it says the command is done. They record nothing: no run, checkpoint, heartbeat or figure."""
+    while (order := distributed.shared())[0] == "train":
+        _, source, policy, backbone, training, seed, digest = order
+        spec = PretrainSpec.parse(source, policy, backbone, training, seed)
+        manifest = spec.prepare()
+        if manifest.digest != digest:
+            raise DataError(f"rank {distributed.rank()} selects other training images than rank 0 (manifest {manifest.digest[:12]}, rank 0 "
+                            f"{digest[:12]}): every machine of the job needs the same copy of {spec.source.spec()}")
+        model = spec.backbone.build_seeded(manifest.num_classes, spec.training.resolution, spec.seed)
+        val = manifest.split(spec.source.index, "val")
+        images = image_cache(spec.source, spec.training.resolution, rows=np.concatenate([manifest.samples, val[0]]))
+        pretrain(spec.backbone, model, images, manifest, val, spec.training, None, lambda metrics, step: None, seed=spec.seed, progress=False)
 
 
 def measure(pretrain_run: str, spec: TransferSpec, *, wait: bool = True) -> dict[str, float]:

@@ -26,6 +26,7 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from rich.console import Console
+from rich.markup import escape
 
 from .cache import cache_dir, storage
 from .errors import TransferlabError
@@ -122,14 +123,14 @@ def claim(experiment: str, key: str, kind: str, name: str, parent: str | None, t
         resume(stopped, parent)
         if not is_mine(get_run(run_id)):  # a worker on another host took it over at the same moment
             return None
-        console.print(f"[yellow]resuming {what}[/] {run_id}" + (" from its last checkpoint" if checkpoint else "") + f" ({why_stopped(stopped)})")
+        console.print(f"[yellow]resuming {what}[/] {run_id}" + (" from its last checkpoint" if checkpoint else "") + f" ({escape(why_stopped(stopped))})")
         return KeyedRun(run_id, fresh=not recorded_if(stopped), resumed=stopped)
     run_id = create_run(experiment, name, {KIND: kind, KEY: key} | tags, parent)
     if stopped is not None:
         reason = f"no checkpoint of it on this machine ({checkpoint(stopped.info.run_id)})"
         supersede(stopped, run_id, reason)
         end_dead_main(stopped.data.tags.get(MLFLOW_PARENT_RUN_ID, ""), parent)
-        console.print(f"[yellow]{what} {stopped.info.run_id} stopped[/] ({why_stopped(stopped)}) and has {reason}: training afresh in "
+        console.print(f"[yellow]{what} {stopped.info.run_id} stopped[/] ({escape(why_stopped(stopped))}) and has {escape(reason)}: training afresh in "
                       f"new run {run_id}; the old run ends KILLED (transferlab.superseded_by)")
     winner = earlier_claimant(experiment, key, run_id)
     if winner is not None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import mlflow
 import safetensors.torch
+import torch
 from mlflow import MlflowClient
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import register_dataset_source
@@ -369,6 +370,7 @@ def log_model(model, requirements: list[str]) -> str:
     then, for users, an MLflow model (`mlflow.pytorch.log_model`); returns the MLflow model's URI. A model a killed
     attempt left PENDING is marked FAILED first, so the run holds one READY model."""
     model = getattr(model, "_orig_mod", model)  # the module under torch.compile
+    model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model  # and under DDP
     run_id = mlflow.active_run().info.run_id
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(WEIGHTS_PATH).name

@@ -1,6 +1,7 @@
 """Pretraining: one readable loop with warmup + cosine/step schedule, held-out val top-1 per epoch (or per ~5% of the steps),
 atomic checkpoints, exact resume, torch's random state seeded from the run seed."""
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Collection
@@ -10,12 +11,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from . import progress as display
 from .backbones import Backbone
 from .cache import atomic_path, size_text
 from .devices import autocast, prepare, resolve_device, seeded, synchronize
 from .errors import CheckpointError, DivergedError
-from .loader import augment, batches, epoch_generator, fits_on_device, normalize, to_device
+from .loader import augment, batches, epoch_generator, fits_on_device, normalize, share, to_device
 from .manifest import Manifest
 from .training_spec import Training
 
@@ -25,7 +27,7 @@ MAX_EVALUATIONS = 20  # with the length in steps, evaluate (and checkpoint) abou
 
 
 def pretrain(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, manifest: Manifest, val: tuple[np.ndarray, np.ndarray],
-             spec: Training, checkpoint: Path, log: Callable[[dict[str, float], int], None], *, seed: int = 0,
+             spec: Training, checkpoint: Path | None, log: Callable[[dict[str, float], int], None], *, seed: int = 0,
              logged: Collection[int] = (), progress: bool = True, evaluated: Callable[[int], None] | None = None) -> dict[str, float]:
     """Train `model` (in place) on the manifest's samples of `images`; resume from `checkpoint` if it exists; return the last metrics.
 
@@ -37,20 +39,31 @@ def pretrain(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, man
     from `seed` (restored from the checkpoint on resume), and the caller's random state is left as it was.
     `evaluated(step)` runs after each evaluation made here (not the replayed ones), the model as trained so far; a
     search's pruner stops the run from it by raising.
+
+    Under torchrun with several processes every rank calls this together (see `distributed`): each trains on its share
+    of every global batch of `spec.batch_size` (the same order and crops as one process), batch norms use the global
+    batch's statistics, gradients are averaged; rank 0 alone has a `checkpoint` (None elsewhere), resumes from it and
+    shares the state it resumed; the metrics are the global ones on every rank.
     """
     device = resolve_device(spec.device)
-    with seeded(seed, "pretrain", device):
+    ranks = distributed.active()
+    with (seeded(seed, "pretrain", device), distributed.global_batch_norm(model) if ranks else contextlib.nullcontext(),
+          distributed.peers_watched() if ranks else contextlib.nullcontext()):
         return train_loop(backbone, model, images, manifest, val, spec, checkpoint, log, device, seed, logged, progress, evaluated)
 
 
 def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, manifest: Manifest, val: tuple[np.ndarray, np.ndarray],
-               spec: Training, checkpoint: Path, log: Callable[[dict[str, float], int], None], device: torch.device, seed: int,
+               spec: Training, checkpoint: Path | None, log: Callable[[dict[str, float], int], None], device: torch.device, seed: int,
                logged: Collection[int], progress: bool, evaluated: Callable[[int], None] | None = None) -> dict[str, float]:
     """The body of `pretrain`, run with torch's random state seeded."""
     net = prepare(model, device, spec.compile)
     optimizer = make_optimizer(model, spec)
     train_samples, train_labels = manifest.samples, manifest.labels
     val_samples, val_labels = np.asarray(val[0]), np.asarray(val[1])
+    ranks, rank, val_count = distributed.world(), distributed.rank(), len(val_samples)
+    if ranks > 1:  # each rank evaluates its part of val; the counts of correct answers are summed
+        val_part = slice(*share(0, val_count, rank, ranks))
+        val_samples, val_labels = val_samples[val_part], val_labels[val_part]
     image_bytes = math.prod(images.shape[1:])
     resident = fits_on_device((len(train_samples) + len(val_samples)) * image_bytes, device, spec.device_share)
     if resident:  # copy the subset to the device once; batches are then gathered there
@@ -60,11 +73,13 @@ def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, m
         train_images = val_images = images
     # a subset smaller than a batch trains on one batch of the whole subset per epoch, with the length in epochs or steps
     drop_last = len(train_samples) >= spec.batch_size  # a last partial batch would give noisy steps (or a batch of one)
+    global_batch = spec.batch_size if drop_last else len(train_samples)  # images per step, over all ranks
+    first = share(0, global_batch, rank, ranks)[0]  # where this rank's share of each global batch starts
     steps_per_epoch, total_steps = spec.steps_per_epoch(len(train_samples)), spec.total_steps(len(train_samples))
     if total_steps == 0:  # train(steps=0): the network keeps its random initial weights (a study's floor row)
         metrics = {"pretrain.epoch": 0.0}
-        if len(val_samples):
-            metrics["pretrain.val_top1"] = evaluate(net, val_images, val_samples, val_labels, 2 * spec.batch_size, device, resident)
+        if val_count:
+            metrics["pretrain.val_top1"] = val_top1(net, val_images, val_samples, val_labels, spec.batch_size, device, resident, val_count)
         if 0 not in logged:
             log(metrics, 0)
         return metrics
@@ -72,11 +87,16 @@ def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, m
     key = f"{backbone.spec()} | {spec.spec()} | {manifest.digest} | seed={seed}"
 
     step, epoch, history = 0, 0, []
-    if checkpoint.exists():
+    if checkpoint is not None and checkpoint.exists():
         step, epoch, history = load_checkpoint(checkpoint, key, model, optimizer)
         for entry in history:
             if entry["step"] not in logged:
                 log(entry["metrics"], entry["step"])
+    trained = net
+    if ranks > 1:  # rank 0's state, fresh or resumed, on every rank
+        step, epoch = distributed.shared([step, epoch])
+        distributed.share_optimizer(optimizer)
+        trained = distributed.parallel(net, device)
 
     first_step, started = step, time.perf_counter()  # the ETA counts the steps trained in this process only
     while step < total_steps:  # one round: train to the next evaluation (a whole number of epochs, or the last step)
@@ -89,18 +109,20 @@ def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, m
                 generator = epoch_generator(seed, epoch)
                 start = time.perf_counter()
                 for x, y in batches(train_images, train_samples, train_labels, spec.batch_size, device, shuffle=True, seed=seed, epoch=epoch,
-                                    resident=resident, drop_last=drop_last):
+                                    resident=resident, drop_last=drop_last, part=(rank, ranks)):
                     lr = learning_rate(spec, step, total_steps)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
-                    inputs = augment(x, generator)
+                    inputs = augment(x, generator) if ranks == 1 else augment(x, generator, global_batch, first)
                     with autocast(device):
-                        loss = F.cross_entropy(net(inputs), y, label_smoothing=spec.label_smoothing)
+                        loss = F.cross_entropy(trained(inputs), y, label_smoothing=spec.label_smoothing)
+                    if ranks > 1:  # DDP averages the ranks' gradients: weighted so, they are the global batch's mean loss's
+                        loss = loss * (len(y) * ranks / global_batch)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
                     loss_sum += loss.detach()
-                    seen += len(y)
+                    seen += global_batch
                     step += 1
                     round_steps += 1
                     bar.advance()
@@ -109,21 +131,33 @@ def train_loop(backbone: Backbone, model: torch.nn.Module, images: np.ndarray, m
                 synchronize(device)
                 seconds += time.perf_counter() - start
                 epoch += 1
+            if ranks > 1:
+                loss_sum = distributed.total(loss_sum) / ranks
             train_loss = loss_sum.item() / round_steps  # checked here, not every step: .item() waits for the device
             if not math.isfinite(train_loss):  # before anything is checkpointed or logged: the last checkpoint stays a finite state
+                if not distributed.is_main():
+                    return {}  # rank 0 raises and records it
                 raise DivergedError(f"training diverged by step {step} (epoch {epoch}): train loss is {train_loss}; lower lr "
                                     f"(now {spec.lr:g}) or warm up longer (warmup now {spec.warmup:g})")
             metrics = {"pretrain.train_loss": train_loss, "pretrain.lr": lr, "pretrain.images_per_s": seen / seconds,
                        "pretrain.epoch": float(epoch)}
-            if len(val_samples):
-                metrics["pretrain.val_top1"] = evaluate(net, val_images, val_samples, val_labels, 2 * spec.batch_size, device, resident)
+            if val_count:
+                metrics["pretrain.val_top1"] = val_top1(net, val_images, val_samples, val_labels, spec.batch_size, device, resident, val_count)
             history.append({"step": step, "metrics": metrics})
             left = display.eta(step - first_step, total_steps - first_step, time.perf_counter() - started)
             bar.finish(f"{summary(metrics)}  step {step}/{total_steps}  ETA {left}")
-        save_checkpoint(checkpoint, key, model, optimizer, step, epoch, history)
-        log(metrics, step)
-        if evaluated is not None:
-            evaluated(step)
+        try:
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, key, model, optimizer, step, epoch, history)
+            log(metrics, step)
+            if evaluated is not None:
+                evaluated(step)
+        except BaseException:
+            if ranks > 1:
+                distributed.shared("stop")  # the other ranks stop training with rank 0 (another worker won the key, say)
+            raise
+        if ranks > 1 and distributed.shared("go on") == "stop":
+            return {}
     return dict(history[-1]["metrics"])
 
 
@@ -167,17 +201,31 @@ def make_optimizer(model: torch.nn.Module, spec: Training) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=spec.lr)
 
 
-@torch.inference_mode()
+def val_top1(net: torch.nn.Module, images, samples: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device, resident: bool,
+             count: int) -> float:
+    """Held-out top-1 in percent of `count` val images, of which this rank holds `samples` (all of them in one process)."""
+    if not distributed.active():
+        return evaluate(net, images, samples, labels, 2 * batch_size, device, resident)
+    return 100.0 * distributed.total(correct(net, images, samples, labels, 2 * batch_size, device, resident)).item() / count
+
+
 def evaluate(net: torch.nn.Module, images, samples: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device,
              resident: bool) -> float:
     """Top-1 accuracy in percent on centre (uncropped) images."""
+    return 100.0 * correct(net, images, samples, labels, batch_size, device, resident).item() / len(samples)
+
+
+@torch.inference_mode()
+def correct(net: torch.nn.Module, images, samples: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device,
+            resident: bool) -> torch.Tensor:
+    """How many of the images the network classifies right (top-1, centre images), as an int64 tensor on the device."""
     net.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    right = torch.zeros((), dtype=torch.int64, device=device)
     for x, y in batches(images, samples, labels, batch_size, device, shuffle=False, seed=0, epoch=0, resident=resident):
         with autocast(device):
-            correct += (net(normalize(x)).argmax(1) == y).sum()
+            right += (net(normalize(x)).argmax(1) == y).sum()
     net.train()
-    return 100.0 * correct.item() / len(samples)
+    return right
 
 
 def save_checkpoint(path: Path, key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, epoch: int,
