@@ -193,28 +193,12 @@ elif wanted nvjpeg; then
   SUMMARY+=("$(printf '%-8s %-24s' nvjpeg 'skipped: no GPU')")
 fi
 
-# --- DDP ---
-# A tiny pretraining under torchrun on every GPU present; rank 0 alone records the MLflow run (a SQLite store in $OUT).
-ddp_check() {
-  local gpus
-  gpus=$(nvidia-smi -L | wc -l)
-  MLFLOW_TRACKING_URI="sqlite:///$OUT/ddp-mlflow.db" TRANSFERLAB_CACHE="$OUT/ddp-cache" \
-    "$PY" -m torch.distributed.run --standalone --nproc_per_node "$gpus" -m transferlab pretrain \
-    --source "synthetic(train=200, val=20, test=20)" --policy "images_per_class(n=100)" --backbone "timm('resnet18')" \
-    --training "train(steps=60, batch_size=256, resolution=32)" --seed 0 && echo "RESULT ddp pretrain on $gpus GPUs: ok"
-}
-if ((GPU)); then
-  step ddp 30 90 ddp.txt ddp_check
-elif wanted ddp; then
-  SUMMARY+=("$(printf '%-8s %-24s' ddp 'skipped: no GPU')")
-fi
 step compile 120 240 bench-training-compile.txt "$PY" benchmarks/bench_training.py --compile
 
 # ---- ddp (issue 14, torchrun) -- begin ----------------------------------------------------------------------
 # With 2+ GPUs: a tiny pretraining under `torchrun --nproc_per_node <GPUs>` (NCCL) and in one process, each in its own
 # MLflow store (needs mlflow: carry .whl); the train losses must agree within 5% (bf16 autocast), one run recorded.
 # One GPU: skipped (DDP needs two).
-[[ -z ${GPU_CHECK_ONLY:-} ]] && ONLY+=" ddp"
 ddp_check() {
   local gpus dir
   gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())")
@@ -240,7 +224,11 @@ print(f"RESULT ddp {gpus} GPUs: train loss 1 process {losses['one']}, {gpus} pro
 assert worst < 0.05, worst
 PYTHON
 }
-step ddp 60 150 ddp.txt ddp_check
+if ((GPU)); then
+  step ddp 60 150 ddp.txt ddp_check
+elif wanted ddp; then
+  SUMMARY+=("$(printf '%-8s %-24s' ddp 'skipped: no GPU')")
+fi
 # ---- ddp (issue 14, torchrun) -- end ------------------------------------------------------------------------
 
 # ---- summary ----------------------------------------------------------------------------------------------------
