@@ -39,5 +39,5 @@ def test_the_gpu_check_is_valid_bash_and_covers_this_issues_cuda_paths():
     script = ROOT / "benchmarks" / "gpu_check.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
-    assert "# ---- ddp (issue 14, torchrun) -- begin" in text and "--nproc_per_node" in text and "-m transferlab pretrain" in text
+    assert "# ---- ddp (issue 14, torchrun) -- begin" in text and "--nproc_per_node" in text and "(pretrain --source" in text
     assert "nvjpeg_check" in text and "max_memory_allocated" in text and "BUDGET=${GPU_CHECK_BUDGET:-340}" in text
